@@ -1,0 +1,187 @@
+"""Configuration: one YAML file per environment, validated, with command-line overrides.
+
+Why pydantic with ``extra="forbid"``: a misspelt key in a nightly job's config must stop the run
+before any Spark work, not fall back to a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; raised before any Spark work starts."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    app_name: str = "recbatch"
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
+    driver_memory: str = "4g"
+    ui_enabled: bool = False
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    jars_dir: str = ".jars"
+    extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* keys")
+
+
+class PathSettings(_Section):
+    """Where data lives. Relative paths are under ``data_root``; a relative ``data_root`` is under
+    the project root. URIs (``hdfs://``, ``s3a://``, ``file://``) are used as they are."""
+
+    data_root: str = "var/local"
+    raw_events: str = "raw/events"
+    ground_truth: str = "raw/ground_truth"
+    tables: str = "tables"
+    checkpoints: str = "checkpoints"
+
+
+class GeneratorSettings(_Section):
+    """A synthetic but realistic event log with its ground truth (see events/generator.py)."""
+
+    seed: int = 7
+    n_users: int = Field(20_000, ge=1)
+    n_items: int = Field(5_000, ge=2)
+    n_categories: int = Field(40, ge=2)
+    start: datetime = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+    days: int = Field(30, ge=1)
+    popularity_exponent: float = Field(1.1, gt=0, description="Zipf exponent of item popularity")
+    complements_per_category: int = Field(2, ge=0, description="outgoing category relations")
+    complements_per_item: int = Field(5, ge=1, description="true related targets per item")
+    sessions_per_user: float = Field(3.0, gt=0, description="mean anchor views per user")
+    views_per_session: float = Field(3.0, ge=1, description="mean views per session (browsing)")
+    fav_rate: float = Field(0.04, ge=0, le=1)
+    cart_rate: float = Field(0.08, ge=0, le=1)
+    buy_base_logit: float = Field(-4.6, description="logit of buying a viewed item, no signal")
+    buy_cart_logit: float = Field(3.2, description="logit added by an add-to-cart")
+    buy_fav_logit: float = Field(1.0, description="logit added by a favourite")
+    delay_median_hours: float = Field(3.0, gt=0, description="median view-to-buy delay")
+    delay_sigma: float = Field(1.8, gt=0, description="log-normal spread of the delay")
+    follow_up_rate: float = Field(0.5, ge=0, le=1, description="P(view a complement after a buy)")
+    follow_up_buy_logit: float = Field(2.5, description="logit added for a true complement")
+    follow_up_mean_days: float = Field(4.0, gt=0, description="mean gap buy -> complement view")
+    partitions: int = Field(8, ge=1)
+    output_format: Literal["csv", "parquet"] = "csv"
+
+
+class IngestSettings(_Section):
+    """Validation of raw events into the Delta ``events`` and ``quarantine`` tables."""
+
+    input_path: str | None = Field(None, description="defaults to paths.raw_events")
+    input_format: Literal["csv", "parquet", "taobao"] = "csv"
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    max_clock_skew_minutes: float = Field(10.0, ge=0, description="tolerated future timestamps")
+    max_reject_ratio: float = Field(0.05, ge=0, le=1)
+    now: datetime | None = Field(None, description="reference 'now' (tests, backfills)")
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> IngestSettings:
+        if self.window_start and self.window_end and self.window_start >= self.window_end:
+            raise ValueError("ingest.window_start must be before ingest.window_end")
+        for name in ("window_start", "window_end", "now"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"ingest.{name} needs a UTC offset, e.g. 2017-11-25T00:00:00+08:00")
+        return self
+
+
+class RecbatchConfig(_Section):
+    env: str = "local"
+    run_date: str | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
+    spark: SparkSettings = SparkSettings()
+    paths: PathSettings = PathSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    def path(self, name: str) -> str:
+        """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""
+        value = getattr(self.paths, name)
+        if name == "data_root":
+            return _resolve(value, PROJECT_ROOT)
+        return _resolve(value, self.path("data_root"))
+
+    def table_path(self, table: str) -> str:
+        """Location of a Delta table by name, e.g. ``table_path("events")``."""
+        return _join(self.path("tables"), table)
+
+    def fingerprint(self) -> str:
+        """Stable short hash of the effective config, recorded with each run."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _join(base: str, child: str) -> str:
+    return f"{base.rstrip('/')}/{child}" if _is_uri(base) else str(Path(base) / child)
+
+
+def _resolve(value: str, base: str | Path) -> str:
+    if _is_uri(value) or Path(value).is_absolute():
+        return value
+    return _join(str(base), value)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-typed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from err
+    return keys, value
+
+
+def _apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecbatchConfig:
+    """Load a YAML config (default ``conf/local.yaml``), apply ``key=value`` overrides, validate.
+
+    Raises ConfigError with every problem listed, so a bad config fails before Spark starts.
+    """
+    path = Path(path) if path else PROJECT_ROOT / "conf" / "local.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides or []:
+        _apply_override(tree, *parse_override(text))
+    try:
+        return RecbatchConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from err

@@ -1,0 +1,1 @@
+"""The event log: schema, readers, the synthetic generator, validation and ingestion into Delta."""

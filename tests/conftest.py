@@ -1,0 +1,71 @@
+"""One SparkSession for the whole test session, built by the product's own ``build_session``.
+
+Tests write under a temporary data root; the session is small (local[2], 2 shuffle partitions).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recbatch.config import PROJECT_ROOT, RecbatchConfig, load_config
+from recbatch.session import build_session, unavailable_reason
+
+SHARED_DATA = Path(os.environ.get("RECBATCH_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end runs (few, minutes each)")
+    config.addinivalue_line("markers", "cluster: starts a local Spark standalone cluster")
+
+
+def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
+    """The local config, pointed at a test data root and sized for tests."""
+    return load_config(
+        PROJECT_ROOT / "conf" / "local.yaml",
+        [
+            f"paths.data_root={data_root}",
+            "spark.master=local[2]",
+            "spark.shuffle_partitions=2",
+            "spark.driver_memory=2g",
+            "run_date=2026-02-01",
+            *overrides,
+        ],
+    )
+
+
+
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recbatch")
+
+
+@pytest.fixture(scope="session")
+def cfg(data_root: Path) -> RecbatchConfig:
+    return make_test_config(data_root)
+
+
+@pytest.fixture(scope="session")
+def spark(cfg: RecbatchConfig):
+    session = build_session(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared datasets not found at {SHARED_DATA} (set RECBATCH_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def graphframes_ready(cfg: RecbatchConfig) -> None:
+    """GraphFrames' JVM jars must be installed; if Maven could not resolve them, say why."""
+    reason = unavailable_reason(cfg, "graphframes")
+    if reason:
+        pytest.skip(reason)
