@@ -12,13 +12,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from recbatch.config import ConfigError, RecbatchConfig, load_config
+from recbatch.errors import RecbatchError
 from recbatch.log import configure_logging, get_logger
 
 log = get_logger("cli")
-
-
-class RecbatchError(RuntimeError):
-    """A failure the user can act on; its message is the whole story (no traceback needed)."""
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:
@@ -39,8 +36,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RecbatchConfig:
     cfg = load_config(args.config, args.overrides)
     if cfg.run_date is None:
-        today = datetime.now(timezone.utc).date().isoformat()
-        cfg = cfg.model_copy(update={"run_date": today})
+        cfg = cfg.model_copy(update={"run_date": datetime.now(timezone.utc).date()})
     return cfg
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +100,7 @@ class IngestSettings(_Section):
 
 class RecbatchConfig(_Section):
     env: str = "local"
-    run_date: str | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
+    run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
     spark: SparkSettings = SparkSettings()
     paths: PathSettings = PathSettings()
     generator: GeneratorSettings = GeneratorSettings()

@@ -17,6 +17,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from recbatch.config import PROJECT_ROOT, RecbatchConfig
+from recbatch.errors import RecbatchError
 from recbatch.log import get_logger
 
 log = get_logger(__name__)
@@ -25,7 +26,7 @@ DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 
-class JarsUnavailable(RuntimeError):
+class JarsUnavailable(RecbatchError):
     """A JVM library recbatch needs is not installed; the message says why and what to run."""
 
 

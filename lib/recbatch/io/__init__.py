@@ -1,0 +1,1 @@
+"""Storage helpers shared by all stages: Delta tables and Petastorm tensor readers."""

@@ -1,0 +1,57 @@
+"""The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
+
+Stages so far: generate (embedded default only) -> ingest. Later stages join this list.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from recbatch.config import RecbatchConfig
+from recbatch.events.generator import generate
+from recbatch.events.ingest import IngestReport, events_summary, ingest_events
+from recbatch.log import get_logger, timed
+
+log = get_logger(__name__)
+
+
+def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bool) -> IngestReport:
+    """Run the stages; ``generate_input`` first writes a synthetic raw log (the embedded default)."""
+    if generate_input:
+        with timed(log, "stage generate"):
+            generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+    with timed(log, "stage ingest"):
+        report = ingest_events(spark, cfg)
+    return report
+
+
+def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) -> str:
+    """Where the tables are and how to query them, printed at the end of a run."""
+    summary = events_summary(spark, report.events_table).toPandas().to_string(index=False)
+    return "\n".join(
+        [
+            "",
+            "recbatch pipeline finished.",
+            f"  ingest:     {report.summary()}",
+            f"  events:     {report.events_table}   (Delta, partitioned by event_date)",
+            f"  quarantine: {report.quarantine_table}   (Delta, reason + source of each bad row)",
+            f"  raw input:  {report.input_path}",
+            f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item_relations, category_relations)",
+            "",
+            summary,
+            "",
+            "Query them with Spark SQL (the project environment has it):",
+            f"  .venv/bin/spark-sql --jars {','.join(p for p in _jar_list(cfg))} \\",
+            "    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\",
+            "    --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\",
+            f"    -e \"SELECT event_type, count(*) FROM delta.\\`{report.events_table}\\` GROUP BY event_type\"",
+            f"  SELECT reason, count(*) FROM delta.`{report.quarantine_table}` GROUP BY reason",
+            f"  SELECT * FROM delta.`{report.events_table}` VERSION AS OF 0 LIMIT 10",
+        ]
+    )
+
+
+def _jar_list(cfg: RecbatchConfig) -> list[str]:
+    from recbatch.session import all_jars
+
+    return [str(p) for p in all_jars(cfg)]
