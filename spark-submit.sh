@@ -24,6 +24,7 @@ JOB_FILE="$ROOT/jobs/$JOB.py"
 
 "$ROOT/lib/install.sh"
 PY="$ROOT/.venv/bin/python"
+export RECBATCH_HOME="$ROOT"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
 
@@ -49,6 +50,7 @@ PY
 exec "$ROOT/.venv/bin/spark-submit" \
   "${LAUNCH[@]}" \
   --py-files "$ZIP" \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties" \
   --conf "spark.pyspark.python=$PYSPARK_PYTHON" \
   --conf "spark.pyspark.driver.python=$PYSPARK_DRIVER_PYTHON" \
   ${SPARK_SUBMIT_OPTS_EXTRA:-} \

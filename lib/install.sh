@@ -32,11 +32,13 @@ require() {
 }
 
 install_python_env() {
-  local extra="" stamp hash
-  [[ $DEV == 1 ]] && extra="[dev]"
-  hash="$(cat "$ROOT/setup.py" | sha256sum | cut -c1-16)"
-  stamp="$VENV/.recbatch-installed-$hash$([[ $DEV == 1 ]] && echo -dev)"
-  if [[ $FORCE == 0 && -f "$stamp" ]]; then return 0; fi
+  local extra="" suffix="" hash
+  if [[ $DEV == 1 ]]; then extra="[dev]"; suffix="-dev"; fi
+  hash="$(sha256sum "$ROOT/setup.py" | cut -c1-16)"
+  # A dev install also satisfies a runtime request.
+  if [[ $FORCE == 0 && ( -f "$VENV/.recbatch-installed-$hash$suffix" || -f "$VENV/.recbatch-installed-$hash-dev" ) ]]; then
+    return 0
+  fi
 
   require "$PYTHON_BIN" "Python 3.11 creates the project environment"
   if [[ ! -x "$VENV/bin/python" ]]; then
@@ -47,7 +49,7 @@ install_python_env() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT$extra"
   rm -f "$VENV"/.recbatch-installed-*
-  touch "$stamp"
+  touch "$VENV/.recbatch-installed-$hash$suffix"
 }
 
 # Resolve one pom profile into .jars/<profile>/. GraphFrames is optional at install time only
@@ -58,6 +60,11 @@ resolve_jars() {
   local dest="$JARS/$profile" pomhash log_file
   pomhash="$(sha256sum "$ROOT/lib/jvm/pom.xml" | cut -c1-16)"
   if [[ $FORCE == 0 && -f "$dest/.resolved-$pomhash" ]]; then return 0; fi
+  # A recent failure is not retried on every run (each try costs a Maven start); --force retries.
+  if [[ $FORCE == 0 && -n "$(find "$dest/UNAVAILABLE" -mmin -360 2>/dev/null)" ]]; then
+    log "WARNING: $profile jars unavailable (see .jars/$profile/UNAVAILABLE; lib/install.sh --force retries)"
+    return 0
+  fi
   require mvn "Maven resolves the Delta and GraphFrames jars from Maven Central"
   require java "Spark runs on Java 17"
   log "resolving $profile jars from Maven Central into .jars/$profile"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(os.environ.get("RECBATCH_HOME") or Path(__file__).resolve().parents[2])
+"""The project checkout. spark-submit.sh sets RECBATCH_HOME, because under spark-submit this module
+is imported from the --py-files zip, whose location says nothing about the project."""
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,360 @@
+"""The synthetic event generator: determinism, the simulated world, and its ground truth.
+
+One generated dataset (``base``) is shared by the statistical tests. It is small (500 users) but
+with purchases and complement follow-ups made more frequent than in the default config, so that
+each statistical property is measured on hundreds of purchases, not a handful.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import make_test_config
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recbatch.config import RecbatchConfig
+from recbatch.events.generator import generate, window_bounds
+from recbatch.events.schema import EVENT_COLUMNS, EVENT_TYPES
+
+GENERATOR = (
+    "generator.n_users=500",
+    "generator.n_items=1000",
+    "generator.n_categories=12",
+    "generator.partitions=3",
+    # More purchases and follow-ups than by default, for statistics on a few hundred users.
+    "generator.buy_base_logit=-3.0",
+    "generator.follow_up_rate=1.0",
+    "generator.follow_up_buy_logit=3.5",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    cfg: RecbatchConfig
+    counts: dict[str, int]
+
+    @property
+    def events_path(self) -> str:
+        return self.cfg.path("raw_events")
+
+    def truth(self, spark: SparkSession, table: str) -> DataFrame:
+        return spark.read.parquet(f"{self.cfg.path('ground_truth')}/{table}")
+
+    def events(self, spark: SparkSession) -> DataFrame:
+        """The raw log with typed columns, whichever format it was written in."""
+        if self.cfg.generator.output_format == "parquet":
+            return spark.read.parquet(self.events_path)
+        raw = spark.read.option("header", True).csv(self.events_path)
+        return raw.select(
+            *[F.col(c).cast("long").alias(c) for c in ("user_id", "item_id", "category_id")],
+            "event_type",
+            F.col("event_ts").cast("timestamp").alias("event_ts"),
+        )
+
+
+def _generate(spark: SparkSession, data_root: Path, name: str, *overrides: str) -> Run:
+    cfg = make_test_config(data_root / "generator" / name, *GENERATOR, *overrides)
+    counts = generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+    return Run(cfg, counts)
+
+
+@pytest.fixture(scope="module")
+def base(spark: SparkSession, data_root: Path) -> Run:
+    return _generate(spark, data_root, "base")
+
+
+def _raw_rows(spark: SparkSession, run: Run) -> list[tuple]:
+    """The raw log exactly as written (CSV strings), sorted."""
+    rows = spark.read.option("header", True).csv(run.events_path).collect()
+    return sorted(tuple(r) for r in rows)
+
+
+def _truth_rows(spark: SparkSession, run: Run) -> list[tuple]:
+    return sorted(tuple(r) for r in run.truth(spark, "views").collect())
+
+
+def _type_counts(frame: DataFrame) -> dict[str, int]:
+    return {r["event_type"]: r["count"] for r in frame.groupBy("event_type").count().collect()}
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_output(spark: SparkSession, data_root: Path, base: Run) -> None:
+    again = _generate(spark, data_root, "again")
+    assert again.counts == base.counts
+    assert _raw_rows(spark, again) == _raw_rows(spark, base)
+    assert _truth_rows(spark, again) == _truth_rows(spark, base)
+
+
+def test_output_does_not_depend_on_partitioning(
+    spark: SparkSession, data_root: Path, base: Run
+) -> None:
+    repartitioned = _generate(spark, data_root, "partitions5", "generator.partitions=5")
+    assert len(list(Path(repartitioned.events_path).glob("part-*.csv"))) == 5
+    assert _raw_rows(spark, repartitioned) == _raw_rows(spark, base)
+    assert _truth_rows(spark, repartitioned) == _truth_rows(spark, base)
+
+
+def test_another_seed_gives_another_log(spark: SparkSession, data_root: Path, base: Run) -> None:
+    other = _generate(spark, data_root, "seed8", "generator.seed=8")
+    assert _raw_rows(spark, other) != _raw_rows(spark, base)
+    relations = {tuple(r) for r in base.truth(spark, "item_relations").collect()}
+    other_relations = {tuple(r) for r in other.truth(spark, "item_relations").collect()}
+    assert relations != other_relations
+
+
+# --- output format -------------------------------------------------------------------------------
+
+
+def test_csv_has_the_canonical_header_and_columns(base: Run) -> None:
+    parts = sorted(Path(base.events_path).glob("part-*.csv"))
+    assert parts
+    iso_utc = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+    n_rows = 0
+    for part in parts:
+        lines = part.read_text().splitlines()
+        assert lines[0] == ",".join(EVENT_COLUMNS)
+        for line in lines[1:]:
+            user, item, category, event_type, ts = line.split(",")
+            assert user.isdigit() and item.isdigit() and category.isdigit(), line
+            assert event_type in EVENT_TYPES, line
+            assert iso_utc.match(ts), line
+            n_rows += 1
+    assert n_rows == sum(base.counts.values())
+    assert all(base.counts[t] > 0 for t in EVENT_TYPES)
+
+
+def test_parquet_log_is_typed_and_holds_the_same_events(
+    spark: SparkSession, data_root: Path, base: Run
+) -> None:
+    parquet = _generate(spark, data_root, "parquet", "generator.output_format=parquet")
+    frame = spark.read.parquet(parquet.events_path)
+    types = dict(frame.dtypes)
+    assert list(types) == list(EVENT_COLUMNS)
+    assert types == {
+        "user_id": "bigint",
+        "item_id": "bigint",
+        "category_id": "bigint",
+        "event_type": "string",
+        "event_ts": "timestamp",
+    }
+    # The CSV keeps every time to the millisecond: both formats hold exactly the same events.
+    assert parquet.events(spark).exceptAll(base.events(spark)).count() == 0
+    assert base.events(spark).exceptAll(parquet.events(spark)).count() == 0
+
+
+# --- the simulated world -------------------------------------------------------------------------
+
+
+def test_relations_are_asymmetric_and_consistent(spark: SparkSession, base: Run) -> None:
+    cats = base.truth(spark, "category_relations")
+    items = base.truth(spark, "item_relations")
+    catalog = base.truth(spark, "items")
+    assert cats.count() > 0 and items.count() > 0
+
+    def reciprocated(rel: DataFrame, src: str, dst: str) -> int:
+        a, b = rel.alias("a"), rel.alias("b")
+        cond = (F.col(f"a.{src}") == F.col(f"b.{dst}")) & (F.col(f"a.{dst}") == F.col(f"b.{src}"))
+        return a.join(b, cond).count()
+
+    assert reciprocated(cats, "src_category", "dst_category") == 0
+    assert reciprocated(items, "src_item", "dst_item") == 0
+    assert items.where("src_item = dst_item").count() == 0
+    assert items.select("src_item", "dst_item").distinct().count() == items.count()
+    max_out = items.groupBy("src_item").count().agg(F.max("count")).first()[0]
+    assert max_out <= base.cfg.generator.complements_per_item
+    # Every item relation follows a category relation, with the items' true categories.
+    assert items.join(cats, ["src_category", "dst_category"], "left_anti").count() == 0
+    src_cat = catalog.select(F.col("item_id").alias("src_item"), F.col("category_id").alias("c"))
+    assert items.join(src_cat, "src_item").where("c != src_category").count() == 0
+    # The category graph is acyclic: a topological order exists (Kahn's algorithm, driver-side).
+    edges = [tuple(r) for r in cats.collect()]
+    remaining = {c for e in edges for c in e}
+    while remaining:
+        sources = {c for c in remaining if not any(d == c and s in remaining for s, d in edges)}
+        assert sources, f"cycle among categories {sorted(remaining)}"
+        remaining -= sources
+
+
+def test_buyers_of_u_later_buy_v_not_the_reverse(spark: SparkSession, base: Run) -> None:
+    buys = base.events(spark).where("event_type = 'buy'").select("user_id", "item_id", "event_ts")
+    a, b = buys.alias("a"), buys.alias("b")
+    sequences = (
+        a.join(
+            b,
+            (F.col("a.user_id") == F.col("b.user_id"))
+            & (F.col("a.event_ts") < F.col("b.event_ts")),
+        )
+        .select(
+            F.col("a.user_id").alias("user_id"),
+            F.col("a.item_id").alias("first"),
+            F.col("b.item_id").alias("then"),
+        )
+        .distinct()
+    )  # (user, first, then): the user bought `first`, later `then`
+    rel = base.truth(spark, "item_relations").select("src_item", "dst_item")
+    forward = sequences.join(
+        rel, (F.col("first") == F.col("src_item")) & (F.col("then") == F.col("dst_item"))
+    ).count()
+    backward = sequences.join(
+        rel, (F.col("first") == F.col("dst_item")) & (F.col("then") == F.col("src_item"))
+    ).count()
+    assert forward >= 100, (forward, backward)
+    assert forward >= 5 * max(backward, 1), (forward, backward)
+
+
+def test_follow_up_views_are_true_complements_of_an_earlier_purchase(
+    spark: SparkSession, base: Run
+) -> None:
+    views = base.truth(spark, "views")
+    follow = views.where("follow_up_of IS NOT NULL")
+    assert follow.count() > 100
+    rel = base.truth(spark, "item_relations")
+    not_related = follow.join(
+        rel,
+        (F.col("follow_up_of") == F.col("src_item")) & (F.col("item_id") == F.col("dst_item")),
+        "left_anti",
+    )
+    assert not_related.count() == 0
+    bought = views.where("will_buy").select(
+        F.col("user_id").alias("u"), F.col("item_id").alias("i"), F.col("buy_ts").alias("t")
+    )
+    unexplained = follow.join(
+        bought,
+        (F.col("user_id") == F.col("u"))
+        & (F.col("follow_up_of") == F.col("i"))
+        & (F.col("t") <= F.col("view_ts")),
+        "left_anti",
+    )
+    assert unexplained.count() == 0
+
+
+def test_add_to_cart_strongly_raises_the_purchase_probability(
+    spark: SparkSession, base: Run
+) -> None:
+    gen = base.cfg.generator
+    views = base.truth(spark, "views").where("follow_up_of IS NULL")
+    stats = {
+        r["carted"]: r
+        for r in views.groupBy((F.col("cart_ts").isNotNull()).alias("carted"))
+        .agg(
+            F.count("*").alias("n"),
+            F.avg(F.col("will_buy").cast("double")).alias("observed"),
+            F.avg("buy_probability").alias("expected"),
+        )
+        .collect()
+    }
+    carted, plain = stats[True], stats[False]
+    assert carted["n"] >= 200 and plain["n"] >= 2000
+    assert carted["observed"] >= 4 * plain["observed"], (carted, plain)
+    assert carted["expected"] >= 4 * plain["expected"], (carted, plain)
+    # The outcomes follow the recorded probabilities (within ~4 standard errors).
+    for group in (carted, plain):
+        p = group["expected"]
+        assert abs(group["observed"] - p) <= 4 * math.sqrt(p * (1 - p) / group["n"]) + 1e-3
+
+    # The recorded probability is exactly the documented logit, item by item.
+    quality = base.truth(spark, "items").select("item_id", "quality")
+    logit = (
+        F.lit(gen.buy_base_logit)
+        + F.col("quality")
+        + F.when(F.col("cart_ts").isNotNull(), gen.buy_cart_logit).otherwise(0.0)
+        + F.when(F.col("fav_ts").isNotNull(), gen.buy_fav_logit).otherwise(0.0)
+        + F.when(F.col("follow_up_of").isNotNull(), gen.follow_up_buy_logit).otherwise(0.0)
+    )
+    error = (
+        base.truth(spark, "views")
+        .join(quality, "item_id")
+        .select(F.max(F.abs(F.col("buy_probability") - 1 / (1 + F.exp(-logit)))))
+        .first()[0]
+    )
+    assert error < 1e-9
+
+
+def test_purchase_delays_follow_the_recorded_log_normal_law(spark: SparkSession, base: Run) -> None:
+    gen = base.cfg.generator
+    hours = (F.unix_millis("buy_ts") - F.unix_millis("view_ts")) / 3_600_000.0
+    delays = (
+        base.truth(spark, "views")
+        .where("will_buy")
+        .select(hours.alias("h"), "delay_log_mu", "delay_log_sigma")
+    )
+    row = delays.agg(
+        F.count("*").alias("n"),
+        F.percentile_approx("h", 0.5, 100_000).alias("median"),
+        F.sum((F.col("h") > 7 * 24).cast("int")).alias("over_a_week"),
+        F.min("h").alias("min"),
+        F.avg(F.log("h")).alias("log_mean"),
+        F.stddev(F.log("h")).alias("log_sd"),
+        F.min("delay_log_mu").alias("mu_lo"),
+        F.max("delay_log_mu").alias("mu_hi"),
+        F.max("delay_log_sigma").alias("sigma"),
+    ).first()
+    assert row["n"] >= 300
+    assert row["min"] > 0
+    assert 0.6 * gen.delay_median_hours <= row["median"] <= 1.6 * gen.delay_median_hours, row
+    # A long tail: some purchases come more than a week after the view, but only a few percent.
+    assert 0 < row["over_a_week"] <= 0.05 * row["n"], row
+    # The law written in the truth is the one the delays were drawn from.
+    assert row["mu_lo"] == row["mu_hi"] == pytest.approx(math.log(gen.delay_median_hours))
+    assert row["sigma"] == pytest.approx(gen.delay_sigma)
+    assert abs(row["log_mean"] - row["mu_lo"]) < 0.25, row
+    assert abs(row["log_sd"] - row["sigma"]) < 0.25, row
+
+
+def test_signals_are_in_funnel_order(spark: SparkSession, base: Run) -> None:
+    views = base.truth(spark, "views")
+    assert views.count() == views.select("view_id").distinct().count()
+    assert views.where(F.shiftright("view_id", 20) != F.col("user_id")).count() == 0
+    broken = views.where(
+        (F.col("fav_ts") < F.col("view_ts"))
+        | (F.col("cart_ts") < F.col("view_ts"))
+        | (F.col("buy_ts") <= F.col("view_ts"))
+        | (F.col("buy_ts") < F.col("cart_ts"))
+        | (F.col("will_buy") != F.col("buy_ts").isNotNull())
+    )
+    assert broken.count() == 0
+    # Carted purchases keep the add-to-cart before the purchase.
+    assert views.where("will_buy AND cart_ts IS NOT NULL").count() >= 100
+
+
+def test_item_popularity_is_heavy_tailed(spark: SparkSession, base: Run) -> None:
+    n_items = base.cfg.generator.n_items
+    per_item = (
+        base.events(spark)
+        .where("event_type = 'view'")
+        .groupBy("item_id")
+        .count()
+        .orderBy(F.desc("count"), "item_id")
+    )
+    counts = [r["count"] for r in per_item.collect()]  # at most n_items rows
+    top = max(1, n_items // 100)
+    share = sum(counts[:top]) / sum(counts)
+    assert share >= 0.2, share  # 1% of the items, at least a fifth of the views
+    # ... while most items are seen rarely (a long tail, not a handful of items).
+    assert len(counts) >= 0.3 * n_items
+    assert counts[len(counts) // 2] <= 0.05 * counts[0]
+
+
+def test_window_end_cuts_the_log_but_not_the_truth(spark: SparkSession, base: Run) -> None:
+    start, end = window_bounds(base.cfg.generator)
+    assert end - start == timedelta(days=base.cfg.generator.days)
+    events = base.events(spark)
+    outside = events.where((F.col("event_ts") < F.lit(start)) | (F.col("event_ts") >= F.lit(end)))
+    assert outside.count() == 0
+
+    views = base.truth(spark, "views")
+    late = views.where(F.col("buy_ts") >= F.lit(end)).count()
+    late_views = views.where(F.col("view_ts") >= F.lit(end)).count()
+    assert late > 0 and late_views > 0
+    expected = {}
+    for kind, column in zip(EVENT_TYPES, ("view_ts", "fav_ts", "cart_ts", "buy_ts"), strict=True):
+        expected[kind] = views.where(F.col(column) < F.lit(end)).count()
+    assert _type_counts(events) == expected == base.counts
