@@ -1,6 +1,6 @@
 """Validate raw events into the Delta ``events`` and ``quarantine`` tables.
 
-    ./spark-submit.sh ingest_events [--config conf/local.yaml] [--set ingest.input_path=...]
+./spark-submit.sh ingest_events [--config conf/local.yaml] [--set ingest.input_path=...]
 """
 
 from recbatch.cli import run_job

@@ -1,7 +1,7 @@
 """Run the whole refresh for one run date on the configured data.
 
-    ./spark-submit.sh pipeline                       # embedded default: generate, then ingest
-    ./spark-submit.sh pipeline --no-generate --config conf/cluster.yaml
+./spark-submit.sh pipeline                       # embedded default: generate, then ingest
+./spark-submit.sh pipeline --no-generate --config conf/cluster.yaml
 """
 
 from recbatch.cli import run_job

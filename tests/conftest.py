@@ -36,9 +36,6 @@ def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
     )
 
 
-
-
-
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("recbatch")

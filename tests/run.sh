@@ -7,5 +7,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/lib/install.sh" --dev
 cd "$ROOT"
 echo "[recbatch test] ruff check" >&2
-.venv/bin/ruff check --config lib/ruff.toml lib jobs tests bench
+.venv/bin/ruff check --config lib/ruff.toml lib jobs tests
 exec .venv/bin/python -m pytest tests "$@"

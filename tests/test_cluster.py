@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import pyspark
+import pytest
 
 from recbatch.config import PROJECT_ROOT
 
@@ -40,7 +40,9 @@ def _wait_for(log: Path, text: str, process: subprocess.Popen, timeout: float = 
 
 def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen([str(SPARK_CLASS), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [str(SPARK_CLASS), *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +54,38 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     port = _free_port()
     master_url = f"spark://127.0.0.1:{port}"
     master = _start(
-        ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-         "--webui-port", str(_free_port())],
-        workdir / "master.log", env,
+        [
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(_free_port()),
+        ],
+        workdir / "master.log",
+        env,
     )
     processes = [master]
     try:
         _wait_for(workdir / "master.log", "I have been elected leader", master)
         worker = _start(
-            ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
-             "--memory", "2g", "--webui-port", str(_free_port()),
-             "--work-dir", str(workdir / "work"), master_url],
-            workdir / "worker.log", env,
+            [
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(workdir / "work"),
+                master_url,
+            ],
+            workdir / "worker.log",
+            env,
         )
         processes.append(worker)
         _wait_for(workdir / "worker.log", "Successfully registered with master", worker)
@@ -79,19 +101,30 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, Path]]:
                 process.wait()
 
 
-def test_ingestion_through_spark_submit_on_standalone_cluster(standalone_cluster, spark, shared_data):
+def test_ingestion_through_spark_submit_on_standalone_cluster(
+    standalone_cluster, spark, shared_data
+):
     master_url, workdir = standalone_cluster
     data_root = workdir / "data"
     command = [
-        str(PROJECT_ROOT / "spark-submit.sh"), "ingest_events",
-        "--set", f"spark.master={master_url}",
-        "--set", "spark.driver_memory=1g",
-        "--set", f"paths.data_root={data_root}",
-        "--set", f"ingest.input_path={shared_data / 'taobao_user_behavior_dev.csv'}",
-        "--set", "ingest.input_format=taobao",
-        "--set", "ingest.window_start=2017-11-25T00:00:00+08:00",
-        "--set", "ingest.window_end=2017-12-01T00:00:00+08:00",
-        "--set", "run_date=2026-02-01",
+        str(PROJECT_ROOT / "spark-submit.sh"),
+        "ingest_events",
+        "--set",
+        f"spark.master={master_url}",
+        "--set",
+        "spark.driver_memory=1g",
+        "--set",
+        f"paths.data_root={data_root}",
+        "--set",
+        f"ingest.input_path={shared_data / 'taobao_user_behavior_dev.csv'}",
+        "--set",
+        "ingest.input_format=taobao",
+        "--set",
+        "ingest.window_start=2017-11-25T00:00:00+08:00",
+        "--set",
+        "ingest.window_end=2017-12-01T00:00:00+08:00",
+        "--set",
+        "run_date=2026-02-01",
     ]
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -106,7 +139,8 @@ def test_ingestion_through_spark_submit_on_standalone_cluster(standalone_cluster
     quarantine = spark.read.format("delta").load(str(data_root / "tables" / "quarantine"))
     assert events.count() > 50_000
     assert {r["reason"] for r in quarantine.select("reason").distinct().collect()} == {
-        "malformed_row", "before_window"
+        "malformed_row",
+        "before_window",
     }
 
 
@@ -116,7 +150,9 @@ def test_bad_config_fails_before_spark_starts(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [str(PROJECT_ROOT / "spark-submit.sh"), "ingest_events", "--config", str(bad)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "spark.mastr" in result.stderr and "Extra inputs are not permitted" in result.stderr

@@ -177,13 +177,6 @@ def test_naive_ingest_datetimes_are_rejected(overrides: list[str]) -> None:
         load_config(LOCAL, overrides)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="config.py bug: IngestSettings compares window_start with window_end before checking "
-    "offsets, so one naive end next to an aware one raises a raw TypeError ('can't compare "
-    "offset-naive and offset-aware datetimes') instead of ConfigError",
-)
 @pytest.mark.parametrize("name", ["window_start", "window_end"])
 def test_one_naive_window_end_is_a_config_error(name: str) -> None:
     # conf/local.yaml gives both ends with +00:00; make one of them naive.
@@ -232,3 +225,16 @@ def test_uris_are_kept_and_joined_with_slashes() -> None:
     assert cfg.path("tables") == "hdfs://nn:8020/recbatch/tables"
     assert cfg.path("raw_events") == "s3a://bucket/raw"
     assert cfg.table_path("events") == "hdfs://nn:8020/recbatch/tables/events"
+
+
+def test_spark_extra_conf_keys_with_dots_can_be_overridden() -> None:
+    cfg = load_config(
+        LOCAL,
+        ["spark.extra_conf.spark.executor.memory=8g", "spark.extra_conf.spark.executor.cores=4"],
+    )
+    assert cfg.spark.extra_conf == {"spark.executor.memory": "8g", "spark.executor.cores": "4"}
+
+
+def test_naive_generator_start_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"generator\.start needs a UTC offset"):
+        load_config(LOCAL, ["generator.start=2026-01-01T00:00:00"])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import make_test_config
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from conftest import make_test_config
 from recbatch.events.generator import generate
 from recbatch.events.ingest import IngestError, ingest_events
 
@@ -60,7 +60,9 @@ def generated_raw(spark, data_root: Path) -> Path:
     """A small generated log plus one file of injected faults, in one raw folder."""
     cfg = make_test_config(
         data_root / "ingest_gen",
-        "generator.n_users=200", "generator.n_items=150", "generator.n_categories=6",
+        "generator.n_users=200",
+        "generator.n_items=150",
+        "generator.n_categories=6",
         "generator.partitions=2",
     )
     raw = Path(cfg.path("raw_events"))
@@ -81,7 +83,9 @@ def _fault_config(data_root: Path, raw: Path, name: str, *overrides: str):
     )
 
 
-def test_taobao_dev_file_quarantines_out_of_window_and_truncated_rows(spark, data_root, shared_data):
+def test_taobao_dev_file_quarantines_out_of_window_and_truncated_rows(
+    spark, data_root, shared_data
+):
     source = shared_data / "taobao_user_behavior_dev.csv"
     cfg = make_test_config(
         data_root / "taobao",
@@ -124,23 +128,37 @@ def test_injected_faults_each_land_in_quarantine_with_their_reason(spark, data_r
     assert report.accepted_rows + report.rejected_rows == report.total_rows
     assert _delta_count(spark, report.events_table) == report.accepted_rows
     events = spark.read.format("delta").load(report.events_table)
-    assert events.where("user_id = 7 AND item_id = 8").count() == 1, "one copy of the duplicate kept"
+    assert events.where("user_id = 7 AND item_id = 8").count() == 1, (
+        "one copy of the duplicate kept"
+    )
 
 
 def test_rerun_of_same_input_is_idempotent(spark, data_root, generated_raw):
     cfg = _fault_config(data_root, generated_raw, "rerun")
     first = ingest_events(spark, cfg)
-    events_v1 = spark.read.format("delta").load(first.events_table).orderBy("user_id", "item_id", "event_ts", "event_type").collect()
+    events_v1 = (
+        spark.read.format("delta")
+        .load(first.events_table)
+        .orderBy("user_id", "item_id", "event_ts", "event_type")
+        .collect()
+    )
     second = ingest_events(spark, cfg)
 
     assert second.inserted_rows == 0
     assert second.rejected == first.rejected
-    events_v2 = spark.read.format("delta").load(second.events_table).orderBy("user_id", "item_id", "event_ts", "event_type").collect()
+    events_v2 = (
+        spark.read.format("delta")
+        .load(second.events_table)
+        .orderBy("user_id", "item_id", "event_ts", "event_type")
+        .collect()
+    )
     assert events_v2 == events_v1
     assert _delta_count(spark, second.quarantine_table) == first.rejected_rows
 
 
-def test_reject_ratio_over_threshold_fails_cleanly_and_writes_no_events(spark, data_root, generated_raw):
+def test_reject_ratio_over_threshold_fails_cleanly_and_writes_no_events(
+    spark, data_root, generated_raw
+):
     cfg = _fault_config(data_root, generated_raw, "strict", "ingest.max_reject_ratio=0.0001")
     with pytest.raises(IngestError, match=r"max_reject_ratio.*nothing written to events"):
         ingest_events(spark, cfg)
@@ -164,7 +182,9 @@ def test_failed_run_keeps_what_was_already_written(spark, data_root, generated_r
         ("user_id,item_id,category_id,event_type,event_ts\n", "empty input"),
     ],
 )
-def test_wrong_schema_and_empty_input_are_clear_errors(spark, data_root, tmp_path, content, message):
+def test_wrong_schema_and_empty_input_are_clear_errors(
+    spark, data_root, tmp_path, content, message
+):
     (tmp_path / "events.csv").write_text(content)
     cfg = _fault_config(data_root, tmp_path, f"bad_{message.replace(' ', '_')}")
     with pytest.raises(IngestError, match=message):
@@ -179,15 +199,24 @@ def test_missing_input_is_a_clear_error(spark, data_root, tmp_path):
 
 
 def test_parquet_input_with_typed_columns(spark, data_root, tmp_path):
-    ts = datetime(2026, 1, 3, 12, 0, tzinfo=timezone.utc)
+    ts = datetime(2026, 1, 3, 12, 0, tzinfo=UTC)
     rows = [(1, 10, 100, "view", ts), (1, 10, 100, "buy", ts), (2, 11, 100, "clicked", ts)]
-    spark.createDataFrame(rows, "user_id long, item_id long, category_id long, event_type string, event_ts timestamp") \
-        .write.parquet(str(tmp_path / "pq"))
-    cfg = _fault_config(data_root, tmp_path / "pq", "parquet", "ingest.input_format=parquet", "ingest.max_reject_ratio=0.5")
+    spark.createDataFrame(
+        rows, "user_id long, item_id long, category_id long, event_type string, event_ts timestamp"
+    ).write.parquet(str(tmp_path / "pq"))
+    cfg = _fault_config(
+        data_root,
+        tmp_path / "pq",
+        "parquet",
+        "ingest.input_format=parquet",
+        "ingest.max_reject_ratio=0.5",
+    )
     report = ingest_events(spark, cfg)
     assert (report.accepted_rows, report.rejected) == (2, {"unknown_event_type": 1})
     missing = tmp_path / "pq_missing"
-    spark.createDataFrame([(1, "view")], "user_id long, event_type string").write.parquet(str(missing))
+    spark.createDataFrame([(1, "view")], "user_id long, event_type string").write.parquet(
+        str(missing)
+    )
     bad = _fault_config(data_root, missing, "parquet_bad", "ingest.input_format=parquet")
     with pytest.raises(IngestError, match="missing column"):
         ingest_events(spark, bad)

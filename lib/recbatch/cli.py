@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from recbatch.config import ConfigError, RecbatchConfig, load_config
 from recbatch.errors import RecbatchError
@@ -36,7 +36,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RecbatchConfig:
     cfg = load_config(args.config, args.overrides)
     if cfg.run_date is None:
-        cfg = cfg.model_copy(update={"run_date": datetime.now(timezone.utc).date()})
+        cfg = cfg.model_copy(update={"run_date": datetime.now(UTC).date()})
     return cfg
 
 
@@ -65,7 +65,8 @@ def _launch_args_main(argv: Sequence[str] | None = None) -> None:
     """Print spark-submit launch options for a config, one per line (used by spark-submit.sh)."""
     from recbatch.session import JarsUnavailable, all_jars, require_library
 
-    args = argument_parser("spark-submit launch options for a config").parse_args(argv)
+    # The job's own arguments (a SQL statement, --no-generate) are the job's business: skip them.
+    args, _ = argument_parser("spark-submit launch options for a config").parse_known_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         require_library(cfg, "delta")

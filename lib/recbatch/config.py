@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PROJECT_ROOT = Path(os.environ.get("RECBATCH_HOME") or Path(__file__).resolve().parents[2])
 """The project checkout. spark-submit.sh sets RECBATCH_HOME, because under spark-submit this module
@@ -29,6 +37,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _require_offset(value: datetime | None, section: str, info: ValidationInfo) -> datetime | None:
+    """Times in config are instants: a naive one would silently mean the machine's time zone."""
+    if value is not None and value.tzinfo is None:
+        raise ValueError(
+            f"{section}.{info.field_name} needs a UTC offset, e.g. 2017-11-25T00:00:00+08:00"
+        )
+    return value
+
+
 class SparkSettings(_Section):
     master: str = "local[2]"
     app_name: str = "recbatch"
@@ -38,6 +55,14 @@ class SparkSettings(_Section):
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
     jars_dir: str = ".jars"
     extra_conf: dict[str, str] = Field(default_factory=dict, description="any other spark.* keys")
+
+    @field_validator("extra_conf", mode="before")
+    @classmethod
+    def _values_as_text(cls, value: object) -> object:
+        """Spark settings are text; YAML turns ``4`` or ``true`` into numbers and booleans."""
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
 
 
 class PathSettings(_Section):
@@ -78,6 +103,11 @@ class GeneratorSettings(_Section):
     partitions: int = Field(8, ge=1)
     output_format: Literal["csv", "parquet"] = "csv"
 
+    @field_validator("start")
+    @classmethod
+    def _start_has_offset(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return _require_offset(value, "generator", info)
+
 
 class IngestSettings(_Section):
     """Validation of raw events into the Delta ``events`` and ``quarantine`` tables."""
@@ -90,14 +120,15 @@ class IngestSettings(_Section):
     max_reject_ratio: float = Field(0.05, ge=0, le=1)
     now: datetime | None = Field(None, description="reference 'now' (tests, backfills)")
 
+    @field_validator("window_start", "window_end", "now")
+    @classmethod
+    def _times_have_offsets(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return _require_offset(value, "ingest", info)
+
     @model_validator(mode="after")
     def _window_is_ordered(self) -> IngestSettings:
         if self.window_start and self.window_end and self.window_start >= self.window_end:
             raise ValueError("ingest.window_start must be before ingest.window_end")
-        for name in ("window_start", "window_end", "now"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"ingest.{name} needs a UTC offset, e.g. 2017-11-25T00:00:00+08:00")
         return self
 
 
@@ -148,6 +179,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
         raise ConfigError(f"override '{text}' has an empty key")
+    if keys[:2] == ["spark", "extra_conf"] and len(keys) > 2:
+        # Spark's own keys contain dots: spark.extra_conf.spark.executor.memory=8g
+        keys = [*keys[:2], ".".join(keys[2:])]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
@@ -165,7 +199,9 @@ def _apply_override(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecbatchConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> RecbatchConfig:
     """Load a YAML config (default ``conf/local.yaml``), apply ``key=value`` overrides, validate.
 
     Raises ConfigError with every problem listed, so a bad config fails before Spark starts.

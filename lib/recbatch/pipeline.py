@@ -16,7 +16,7 @@ log = get_logger(__name__)
 
 
 def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bool) -> IngestReport:
-    """Run the stages; ``generate_input`` first writes a synthetic raw log (the embedded default)."""
+    """Run the stages; ``generate_input`` first writes a synthetic raw log (embedded default)."""
     if generate_input:
         with timed(log, "stage generate"):
             generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
@@ -28,6 +28,7 @@ def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bo
 def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) -> str:
     """Where the tables are and how to query them, printed at the end of a run."""
     summary = events_summary(spark, report.events_table).toPandas().to_string(index=False)
+    events, quarantine = report.events_table, report.quarantine_table
     return "\n".join(
         [
             "",
@@ -36,22 +37,13 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             f"  events:     {report.events_table}   (Delta, partitioned by event_date)",
             f"  quarantine: {report.quarantine_table}   (Delta, reason + source of each bad row)",
             f"  raw input:  {report.input_path}",
-            f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item_relations, category_relations)",
+            f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item/category relations)",
             "",
             summary,
             "",
-            "Query them with Spark SQL (the project environment has it):",
-            f"  .venv/bin/spark-sql --jars {','.join(p for p in _jar_list(cfg))} \\",
-            "    --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\",
-            "    --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\",
-            f"    -e \"SELECT event_type, count(*) FROM delta.\\`{report.events_table}\\` GROUP BY event_type\"",
-            f"  SELECT reason, count(*) FROM delta.`{report.quarantine_table}` GROUP BY reason",
-            f"  SELECT * FROM delta.`{report.events_table}` VERSION AS OF 0 LIMIT 10",
+            "Query them with Spark SQL, e.g.:",
+            f"  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM delta.`{events}` GROUP BY 1'",
+            f"  ./spark-submit.sh sql 'SELECT reason, count(*) FROM delta.`{quarantine}` GROUP BY 1'",
+            f"  ./spark-submit.sh sql 'DESCRIBE HISTORY delta.`{events}`'",
         ]
     )
-
-
-def _jar_list(cfg: RecbatchConfig) -> list[str]:
-    from recbatch.session import all_jars
-
-    return [str(p) for p in all_jars(cfg)]

@@ -80,6 +80,8 @@ def runtime_settings(cfg: RecbatchConfig) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.default.parallelism": str(cfg.spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
+        # Delta reads its log with this many tasks (default 50): keep it to the data's scale.
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
         "spark.sql.warehouse.dir": cfg.path("data_root") + "/warehouse",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.enabled": str(cfg.spark.ui_enabled).lower(),

@@ -322,7 +322,7 @@ class _UserSimulator:
 
     def simulate(self, user: int) -> list[tuple]:
         cfg = self.cfg
-        rng = np.random.default_rng()
+        rng = np.random.default_rng([cfg.seed, 1, user])
         rows: list[tuple] = []
         for _ in range(self._n_sessions(rng)):
             ts = self.start_s + rng.random() * self.span_s

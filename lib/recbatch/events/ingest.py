@@ -99,7 +99,8 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
                 f"({report.reject_ratio:.2%} > ingest.max_reject_ratio "
                 f"{settings.max_reject_ratio:.2%}); nothing written to events. Reasons: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(report.rejected.items()))
-                + f". Inspect: SELECT reason, source, raw_record FROM delta.`{report.quarantine_table}`"
+                + ". Inspect: SELECT reason, source, raw_record FROM "
+                + f"delta.`{report.quarantine_table}`"
             )
         with timed(log, f"merging {report.accepted_rows} accepted rows into events"):
             report.inserted_rows = merge_new_rows(
@@ -126,7 +127,8 @@ def _write_quarantine(
         replace_where(spark, rejected, report.quarantine_table, predicate)
     if report.rejected:
         log.warning(
-            "quarantined %d rows: %s", report.rejected_rows,
+            "quarantined %d rows: %s",
+            report.rejected_rows,
             ", ".join(f"{k}={v}" for k, v in sorted(report.rejected.items())),
         )
 
@@ -134,8 +136,13 @@ def _write_quarantine(
 def events_summary(spark: SparkSession, events_table: str) -> DataFrame:
     """Per-type counts and time range of the events table (a small result, for logs and README)."""
     return (
-        spark.read.format("delta").load(events_table)
+        spark.read.format("delta")
+        .load(events_table)
         .groupBy("event_type")
-        .agg(F.count("*").alias("events"), F.min("event_ts").alias("first"), F.max("event_ts").alias("last"))
+        .agg(
+            F.count("*").alias("events"),
+            F.min("event_ts").alias("first"),
+            F.max("event_ts").alias("last"),
+        )
         .orderBy("event_type")
     )

@@ -8,10 +8,10 @@ line for rows the CSV parser could not split (``raw_record``), and the file it c
 
 from __future__ import annotations
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType, StringType, TimestampType
-from pyspark.errors import AnalysisException
 
 from recbatch.events.schema import (
     CORRUPT_COLUMN,
@@ -33,7 +33,7 @@ class InputNotFound(FileNotFoundError):
 
 
 def parse_iso_timestamp(text: Column) -> Column:
-    """ISO-8601 text (``2026-01-01T10:00:00.000Z``, ``...+08:00``) to a timestamp, null if invalid."""
+    """ISO-8601 text (``2026-01-01T10:00:00.000Z``, ``...+08:00``) to a timestamp, else null."""
     return text.try_cast(TimestampType())
 
 

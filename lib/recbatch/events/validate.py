@@ -17,7 +17,7 @@ Reasons (stable strings, queried in the ``quarantine`` table):
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -38,16 +38,14 @@ def _parsed_id(column: str) -> Column:
 
 
 def _reference_now(settings: IngestSettings) -> datetime:
-    return settings.now or datetime.now(timezone.utc)
+    return settings.now or datetime.now(UTC)
 
 
 def row_reason(settings: IngestSettings) -> Column:
     """The first rule a row breaks, or null for a good row (order = the table in the docstring)."""
     rules: list[tuple[Column, str]] = [(F.col("raw_record").isNotNull(), "malformed_row")]
     rules += [(_blank(c), f"missing_{c}") for c in EVENT_COLUMNS]
-    rules += [
-        (_parsed_id(c).isNull() | (_parsed_id(c) < 0), f"bad_{c}") for c in ID_COLUMNS
-    ]
+    rules += [(_parsed_id(c).isNull() | (_parsed_id(c) < 0), f"bad_{c}") for c in ID_COLUMNS]
     rules.append((F.col("parsed_ts").isNull(), "bad_event_ts"))
     rules.append((~F.lower(F.trim("event_type")).isin(*EVENT_TYPES), "unknown_event_type"))
     if settings.window_start:
