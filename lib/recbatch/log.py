@@ -20,6 +20,9 @@ def configure_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(level)
+    # PySpark logs every failed SQL analysis as a JSON blob with the JVM stack; recbatch reports
+    # the error itself in one line.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -28,7 +28,6 @@ def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bo
 def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) -> str:
     """Where the tables are and how to query them, printed at the end of a run."""
     summary = events_summary(spark, report.events_table).toPandas().to_string(index=False)
-    events, quarantine = report.events_table, report.quarantine_table
     return "\n".join(
         [
             "",
@@ -42,8 +41,10 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             summary,
             "",
             "Query them with Spark SQL, e.g.:",
-            f"  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM delta.`{events}` GROUP BY 1'",
-            f"  ./spark-submit.sh sql 'SELECT reason, count(*) FROM delta.`{quarantine}` GROUP BY 1'",
-            f"  ./spark-submit.sh sql 'DESCRIBE HISTORY delta.`{events}`'",
+            "  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM {events} GROUP BY 1'",
+            "  ./spark-submit.sh sql 'SELECT reason, count(*) FROM {quarantine} GROUP BY 1'",
+            "  ./spark-submit.sh sql 'DESCRIBE HISTORY {events}'",
+            "  ({name} stands for the Delta table name of this config; the paths above work in"
+            " any Spark SQL as delta.`<path>`)",
         ]
     )

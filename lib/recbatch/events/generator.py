@@ -7,7 +7,8 @@ The world it simulates (all knobs in ``GeneratorSettings``):
 * **Asymmetric complements.** Categories are put in a random order and a category only relates to
   categories *after* it (phone -> case -> screen guard), so no relation is ever reciprocated.
   Each item gets ``complements_per_item`` distinct true targets in its complement categories,
-  drawn by popularity; items of the last categories in the order have none.
+  drawn by tempered popularity (its square root: popular targets are frequent without being
+  everyone's target); items of the last categories in the order have none.
 * **Users.** Activity is heavy-tailed: a user has ``1 + Poisson(Gamma)`` sessions (mean
   ``sessions_per_user``). A session starts at a uniform time in the window, views an anchor item
   (by popularity) and browses the same category (by popularity within it), a couple of minutes
@@ -128,7 +129,8 @@ _TRUTH_COLUMNS = [f.name for f in VIEW_TRUTH_SCHEMA.fields]
 
 @dataclass(frozen=True)
 class Catalog:
-    """The world shared by every user (small: built on the driver, shipped in the closure)."""
+    """The world shared by every user: built on the driver, shipped to the executors in the
+    ``mapInPandas`` closure (which PySpark broadcasts once it is over 1 MB)."""
 
     item_category: np.ndarray  # [n_items] category of each item
     item_quality: np.ndarray  # [n_items] logit offset of buying the item
