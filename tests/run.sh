@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/lib/install.sh" --dev
 cd "$ROOT"
-echo "[recbatch test] ruff check" >&2
+echo "[recbatch test] ruff check + format check" >&2
 .venv/bin/ruff check --config lib/ruff.toml lib jobs tests
+.venv/bin/ruff format --check --config lib/ruff.toml lib jobs tests
 exec .venv/bin/python -m pytest tests "$@"

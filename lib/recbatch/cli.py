@@ -1,6 +1,6 @@
 """Command-line plumbing shared by every job in ``jobs/``: parse, validate, run, report.
 
-A job is ``main(cfg, spark) -> None``; ``run_job`` turns config errors and the library's own
+A job is ``main(cfg, args) -> None``; ``run_job`` turns config errors and the library's own
 well-explained failures into one clear line and a non-zero exit instead of a bare stack trace.
 """
 

@@ -79,7 +79,7 @@ class PathSettings(_Section):
 class GeneratorSettings(_Section):
     """A synthetic but realistic event log with its ground truth (see events/generator.py)."""
 
-    seed: int = 7
+    seed: int = Field(7, ge=0)
     n_users: int = Field(20_000, ge=1)
     n_items: int = Field(5_000, ge=2)
     n_categories: int = Field(40, ge=2)
