@@ -9,4 +9,4 @@ cd "$ROOT"
 echo "[recbatch test] ruff check + format check" >&2
 .venv/bin/ruff check --config lib/ruff.toml lib jobs tests
 .venv/bin/ruff format --check --config lib/ruff.toml lib jobs tests
-exec .venv/bin/python -m pytest tests "$@"
+exec .venv/bin/python -m pytest -rs tests "$@"

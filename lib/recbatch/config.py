@@ -132,6 +132,45 @@ class IngestSettings(_Section):
         return self
 
 
+class FeedbackSettings(_Section):
+    """Delayed feedback: examples, label-flip probabilities and importance weights (docs/delayed_feedback.md)."""
+
+    attribution_window_hours: float = Field(
+        168.0, gt=0, description="W: a buy within W of the view"
+    )
+    cutoff: datetime | None = Field(None, description="training cutoff T; default: last event time")
+    counterfactual_delay_hours: float | None = Field(
+        None, gt=0, description="CD: flip model learns at T - CD what happened by T; default W"
+    )
+    counterfactual_cutoffs: int = Field(4, ge=1, description="rolling counterfactual cutoffs")
+    counterfactual_step_hours: float = Field(24.0, gt=0, description="spacing of those cutoffs")
+    elapsed_buckets_hours: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 1, 2, 4, 8, 12, 24, 48, 72, 120],
+        description="upper edges of elapsed-time buckets (a last bucket runs to W)",
+    )
+    prior_strength: float = Field(20.0, ge=0, description="Beta smoothing of sparse hazard cells")
+    weighting: Literal["importance_sampling", "label_correction"] = "label_correction"
+    max_weight: float = Field(10.0, ge=1, description="clip of 1/s for observed positives")
+    max_flip_probability: float = Field(0.95, gt=0, le=1, description="clip of z")
+    feature_lookback_days: int = Field(30, ge=1, description="history window of the features")
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff_has_offset(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        return _require_offset(value, "feedback", info)
+
+    @field_validator("elapsed_buckets_hours")
+    @classmethod
+    def _buckets_increase(cls, value: list[float]) -> list[float]:
+        if (
+            not value
+            or any(b <= a for a, b in zip(value, value[1:], strict=False))
+            or value[0] <= 0
+        ):
+            raise ValueError("feedback.elapsed_buckets_hours must be positive and increasing")
+        return value
+
+
 class RecbatchConfig(_Section):
     env: str = "local"
     run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
@@ -139,6 +178,7 @@ class RecbatchConfig(_Section):
     paths: PathSettings = PathSettings()
     generator: GeneratorSettings = GeneratorSettings()
     ingest: IngestSettings = IngestSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""
