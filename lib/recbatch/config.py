@@ -112,7 +112,9 @@ class GeneratorSettings(_Section):
 class IngestSettings(_Section):
     """Validation of raw events into the Delta ``events`` and ``quarantine`` tables."""
 
-    input_path: str | None = Field(None, description="defaults to paths.raw_events")
+    input_path: str | None = Field(
+        None, description="raw input; relative to the project root; default paths.raw_events"
+    )
     input_format: Literal["csv", "parquet", "taobao"] = "csv"
     window_start: datetime | None = None
     window_end: datetime | None = None
@@ -187,6 +189,13 @@ class RecbatchConfig(_Section):
             return _resolve(value, PROJECT_ROOT)
         return _resolve(value, self.path("data_root"))
 
+    def ingest_input(self) -> str:
+        """The raw input to ingest: ``ingest.input_path`` (relative to the project root) or, when
+        unset, ``paths.raw_events`` (where the generator writes)."""
+        if self.ingest.input_path:
+            return _resolve(self.ingest.input_path, PROJECT_ROOT)
+        return self.path("raw_events")
+
     def table_path(self, table: str) -> str:
         """Location of a Delta table by name, e.g. ``table_path("events")``."""
         return _join(self.path("tables"), table)
@@ -208,7 +217,8 @@ def _join(base: str, child: str) -> str:
 def _resolve(value: str, base: str | Path) -> str:
     if _is_uri(value) or Path(value).is_absolute():
         return value
-    return _join(str(base), value)
+    joined = _join(str(base), value)
+    return joined if _is_uri(joined) else os.path.normpath(joined)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -72,7 +72,7 @@ def _source_files(classified: DataFrame) -> list[str]:
 def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
     """Validate the configured raw input and write the ``events`` and ``quarantine`` tables."""
     settings = cfg.ingest
-    input_path = settings.input_path or cfg.path("raw_events")
+    input_path = cfg.ingest_input()
     try:
         raw = read_raw_events(spark, input_path, settings.input_format)
     except (InputNotFound, InputSchemaError) as err:
