@@ -1,6 +1,7 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
-Stages so far: generate (embedded default only) -> ingest. Later stages join this list.
+Stages so far: generate (embedded default only) -> ingest -> examples -> flip model and training
+weights. Later stages join this list.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pyspark.sql import SparkSession
 from recbatch.config import RecbatchConfig
 from recbatch.events.generator import generate
 from recbatch.events.ingest import IngestReport, events_summary, ingest_events
+from recbatch.feedback.examples import examples_stage
+from recbatch.feedback.stage import flip_weights_stage
 from recbatch.log import get_logger, timed
 
 log = get_logger(__name__)
@@ -22,6 +25,10 @@ def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bo
             generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
     with timed(log, "stage ingest"):
         report = ingest_events(spark, cfg)
+    with timed(log, "stage examples"):
+        examples_stage(spark, cfg)
+    with timed(log, "stage flip model and training weights"):
+        flip_weights_stage(spark, cfg)
     return report
 
 
@@ -35,6 +42,7 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             f"  ingest:     {report.summary()}",
             f"  events:     {report.events_table}   (Delta, partitioned by event_date)",
             f"  quarantine: {report.quarantine_table}   (Delta, reason + source of each bad row)",
+            f"  examples, flip_model, flip_calibration, training_weights: {cfg.path('tables')}/",
             f"  raw input:  {report.input_path}",
             f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item/category relations)",
             "",
@@ -44,6 +52,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             "  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM {events} GROUP BY 1'",
             "  ./spark-submit.sh sql 'SELECT reason, count(*) FROM {quarantine} GROUP BY 1'",
             "  ./spark-submit.sh sql 'DESCRIBE HISTORY {events}'",
+            "  ./spark-submit.sh sql 'SELECT signal_state, elapsed_bucket, negatives, z FROM"
+            " {flip_model} ORDER BY 1, 2'",
             "  ({name} stands for the Delta table name of this config; the paths above work in"
             " any Spark SQL as delta.`<path>`)",
         ]

@@ -1,0 +1,10 @@
+"""Delayed feedback: examples, labels at a cutoff, label-flip probabilities and loss weights.
+
+The contract is docs/delayed_feedback.md.
+
+* ``examples``: the Delta ``examples`` table (first views, signals, conversions, as-of features)
+* ``labels``: column expressions that read an example at a cutoff
+* ``flip``: the flip probability z (hazard cells or MLlib) and the delay CDF s, with calibration
+* ``weights``: per-example loss weights (vanilla, importance sampling, label correction, oracle)
+* ``stage``: the pipeline stage writing ``flip_model``, ``flip_calibration``, ``training_weights``
+"""

@@ -1,0 +1,171 @@
+"""The delayed-feedback stage: flip model, its calibration and the training weights, in Delta.
+
+Reads ``examples`` (and the snapshot time from ``events``), then for the run date writes:
+
+* ``flip_model``: the fitted hazard cells (signal state x elapsed bucket -> z) and the delay
+  CDF (s per bucket), so a run's weights can be explained and compared across runs;
+* ``flip_calibration``: expected calibration error of z on a held-out counterfactual cutoff,
+  overall and per signal state;
+* ``training_weights``: one row per example at the cutoff with z, s and the loss weights of the
+  configured method (docs/delayed_feedback.md).
+
+Each table's rows of this run date (and method) are replaced in one commit, so re-running a
+date gives the same tables and a failed run leaves the previous version readable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.storagelevel import StorageLevel
+
+from recbatch.config import RecbatchConfig
+from recbatch.errors import RecbatchError
+from recbatch.feedback.flip import (
+    apply_flip_model,
+    calibration,
+    counterfactual_cutoffs,
+    counterfactual_training_set,
+    expected_calibration_errors,
+    fit_hazard,
+    fit_observation,
+    observe_at,
+    split_holdout,
+)
+from recbatch.feedback.weights import training_weights
+from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.log import get_logger, timed
+
+log = get_logger(__name__)
+
+
+class FeedbackInputError(RecbatchError):
+    """The inputs cannot support the flip model (missing tables, too little mature history)."""
+
+
+def snapshot_cutoff(spark: SparkSession, cfg: RecbatchConfig) -> datetime:
+    """The training cutoff T: ``feedback.cutoff`` or the time of the last ingested event."""
+    if cfg.feedback.cutoff:
+        return cfg.feedback.cutoff.astimezone(UTC)
+    last = spark.read.format("delta").load(cfg.table_path("events")).agg(F.max("event_ts")).head()
+    if not last or last[0] is None:
+        raise FeedbackInputError(f"the events table {cfg.table_path('events')} is empty")
+    return last[0].replace(tzinfo=UTC) if last[0].tzinfo is None else last[0]
+
+
+def _read_table(spark: SparkSession, path: str, produced_by: str) -> DataFrame:
+    if not is_delta_table(spark, path):
+        raise FeedbackInputError(f"no Delta table at {path}: run {produced_by} first")
+    return spark.read.format("delta").load(path)
+
+
+def _require_history(training: DataFrame, examples: DataFrame, cutoff: datetime, cfg) -> None:
+    """Fail clearly unless the latest counterfactual window ``[T'_0 - W, T'_0)`` is covered by
+    the log: otherwise the long elapsed times are missing and z would be learnt from a sliver."""
+    window = timedelta(hours=cfg.feedback.attribution_window_hours)
+    cutoffs = counterfactual_cutoffs(cutoff, cfg.feedback)
+    first = examples.agg(F.min("view_ts")).head()[0]
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    if first is not None and first <= max(cutoffs) - window and training.limit(1).count():
+        uncovered = [t for t in cutoffs if first > t - window]
+        if uncovered:
+            log.warning(
+                "%d of %d counterfactual cutoffs reach before the first view (%s): they add "
+                "only short elapsed times",
+                len(uncovered),
+                len(cutoffs),
+                first,
+            )
+        return
+    raise FeedbackInputError(
+        f"too little mature history for the flip model: examples start at {first}, but the "
+        f"latest counterfactual cutoff {max(cutoffs).isoformat()} needs views from "
+        f"{(max(cutoffs) - window).isoformat()} (cutoff {cutoff.isoformat()}, "
+        f"W={cfg.feedback.attribution_window_hours:g}h). Use a longer log, or a smaller "
+        "feedback.attribution_window_hours / counterfactual_delay_hours."
+    )
+
+
+def _replace_run(
+    spark: SparkSession, rows: DataFrame, path: str, run_date, extra: str = ""
+) -> None:
+    predicate = f"run_date = '{run_date.isoformat()}'" + (f" AND {extra}" if extra else "")
+    replace_where(spark, rows, path, predicate)
+
+
+def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, object]:
+    """Fit, check and apply the flip model for ``cfg.run_date``; return a small summary."""
+    settings, run_date = cfg.feedback, cfg.run_date
+    examples = _read_table(spark, cfg.table_path("examples"), "build_examples")
+    examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        cutoff = snapshot_cutoff(spark, cfg)
+        log.info("flip model at cutoff %s (W=%gh)", cutoff, settings.attribution_window_hours)
+        training = counterfactual_training_set(examples, cutoff, settings).persist()
+        _require_history(training, examples, cutoff, cfg)
+
+        with timed(log, "fitting the hazard flip model and the delay CDF"):
+            cells = fit_hazard(training, settings)
+            observation = fit_observation(examples, cutoff, settings)
+        with timed(log, "held-out calibration"):
+            fit_rows, heldout = split_holdout(training)
+            check_cells = fit_hazard(fit_rows, settings)
+            table = calibration(apply_flip_model(heldout, check_cells, observation, settings))
+            ece = expected_calibration_errors(table)
+        log.info("flip model held-out ECE: %s", {k: round(v, 4) for k, v in ece.items()})
+
+        stamp = [F.lit(run_date).alias("run_date"), F.lit(cutoff).alias("cutoff")]
+        model_rows = cells.join(
+            observation.select("elapsed_bucket", "positives", "s_upper", "s"),
+            "elapsed_bucket",
+            "left",
+        ).select("*", *stamp)
+        _replace_run(spark, model_rows, cfg.table_path("flip_model"), run_date)
+        _replace_run(spark, table.select("*", *stamp), cfg.table_path("flip_calibration"), run_date)
+
+        scored = apply_flip_model(
+            observe_at(examples, cutoff, settings), cells, observation, settings
+        )
+        weights = training_weights(scored, settings.weighting, settings, cutoff, run_date)
+        with timed(log, f"writing training weights ({settings.weighting})"):
+            _replace_run(
+                spark,
+                weights,
+                cfg.table_path("training_weights"),
+                run_date,
+                f"method = '{settings.weighting}'",
+            )
+        training.unpersist()
+    finally:
+        examples.unpersist()
+    summary = _weights_summary(spark, cfg)
+    summary.update(cutoff=cutoff.isoformat(), ece_all=ece.get("all"))
+    log.info("training weights: %s", summary)
+    return summary
+
+
+def _weights_summary(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, object]:
+    """Rows, observed positives and the weighted positive mass of this run (one aggregation)."""
+    run = (
+        spark.read.format("delta")
+        .load(cfg.table_path("training_weights"))
+        .where(
+            (F.col("run_date") == F.lit(cfg.run_date)) & (F.col("method") == cfg.feedback.weighting)
+        )
+    )
+    row = run.agg(
+        F.count(F.lit(1)).alias("examples"),
+        F.sum("observed_label").alias("observed_positives"),
+        F.sum("w_pos").alias("weighted_positives"),
+        F.avg("flip_probability").alias("mean_flip_probability"),
+    ).head()
+    return {
+        "examples": int(row["examples"]),
+        "observed_positives": int(row["observed_positives"] or 0),
+        "weighted_positives": round(float(row["weighted_positives"] or 0.0), 1),
+        "mean_flip_probability": round(float(row["mean_flip_probability"] or 0.0), 5),
+        "method": cfg.feedback.weighting,
+    }

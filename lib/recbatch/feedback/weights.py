@@ -1,0 +1,159 @@
+"""Per-example loss weights for delayed feedback (docs/delayed_feedback.md, "Weights").
+
+Every loss is ``w_pos · ℓ(x, 1) + w_neg · ℓ(x, 0)``, so one training loop serves every method:
+
+=====================  ============================  ============================
+method                 observed positive (w1, w0)    observed negative (w1, w0)
+=====================  ============================  ============================
+vanilla                (1, 0)                        (0, 1)
+importance_sampling    (1/s, 0)                      (0, 1 - z)
+label_correction       (1, 0)                        (z, 1 - z)
+oracle (true labels)   y: (1, 0), 1 - y: (0, 1)      y: (1, 0), 1 - y: (0, 1)
+=====================  ============================  ============================
+
+Variance control: ``1/s`` is clipped at ``max_weight`` and ``z`` at ``max_flip_probability``. A
+mature example (``z = 0, s = 1``) gets the vanilla weights under every method.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from recbatch.config import FeedbackSettings
+from recbatch.feedback.flip import (
+    apply_flip_model,
+    counterfactual_training_set,
+    fit_hazard,
+    fit_observation,
+    observe_at,
+)
+from recbatch.log import get_logger
+
+log = get_logger(__name__)
+
+METHODS = ("vanilla", "importance_sampling", "label_correction", "oracle")
+
+TRAINING_WEIGHTS_COLUMNS = (
+    "example_id",
+    "observed_label",
+    "elapsed_s",
+    "signal_state",
+    "flip_probability",
+    "observation_probability",
+    "w_pos",
+    "w_neg",
+    "method",
+    "cutoff",
+    "run_date",
+)
+"""The Delta ``training_weights`` table, in the contract's order."""
+
+_NEEDS = {
+    "vanilla": {"observed_label"},
+    "importance_sampling": {"observed_label", "flip_probability", "observation_probability"},
+    "label_correction": {"observed_label", "flip_probability"},
+    "oracle": set(),
+}
+
+
+def clipped_flip_probability(settings: FeedbackSettings) -> Column:
+    """``min(z, max_flip_probability)``."""
+    return F.least(F.col("flip_probability"), F.lit(float(settings.max_flip_probability)))
+
+
+def clipped_inverse_observation(settings: FeedbackSettings) -> Column:
+    """``min(1/s, max_weight)``, written so that ``s = 0`` gives ``max_weight`` (no division by
+    zero); a null ``s`` stays null."""
+    s = F.col("observation_probability")
+    cap = float(settings.max_weight)
+    return F.when(s <= 1.0 / cap, F.lit(cap)).otherwise(F.lit(1.0) / s)
+
+
+def _true_label(df: DataFrame) -> Column:
+    """``y``: a ``true_label`` column if there is one, else ``conversion_ts is not null``."""
+    if "true_label" in df.columns:
+        return F.col("true_label").cast("int") == 1
+    if "conversion_ts" in df.columns:
+        return F.col("conversion_ts").isNotNull()
+    raise ValueError("the oracle needs the true label: a true_label or conversion_ts column")
+
+
+def loss_weights(df: DataFrame, method: str, settings: FeedbackSettings) -> DataFrame:
+    """``df`` with ``w_pos`` (w1) and ``w_neg`` (w0) as doubles, per the contract's table.
+
+    Needs ``observed_label`` (0/1 or boolean) and, by method, ``flip_probability`` (z),
+    ``observation_probability`` (s), or the true label for the oracle (``true_label`` or
+    ``conversion_ts``). Existing ``w_pos``/``w_neg`` columns are replaced.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown weighting method '{method}'; expected one of {METHODS}")
+    missing = _NEEDS[method] - set(df.columns)
+    if missing:
+        raise ValueError(f"method {method} needs columns {sorted(missing)}")
+    one, zero = F.lit(1.0), F.lit(0.0)
+    if method == "oracle":
+        y = _true_label(df)
+        w_pos = F.when(y, one).otherwise(zero)
+        w_neg = F.when(y, zero).otherwise(one)
+    else:
+        positive = F.col("observed_label").cast("int") == 1
+        if method == "vanilla":
+            pos, neg = (one, zero), (zero, one)
+        elif method == "importance_sampling":
+            z = clipped_flip_probability(settings)
+            pos, neg = (clipped_inverse_observation(settings), zero), (zero, one - z)
+        else:  # label_correction
+            z = clipped_flip_probability(settings)
+            pos, neg = (one, zero), (z, one - z)
+        w_pos = F.when(positive, pos[0]).otherwise(neg[0])
+        w_neg = F.when(positive, pos[1]).otherwise(neg[1])
+    return df.withColumn("w_pos", w_pos.cast("double")).withColumn("w_neg", w_neg.cast("double"))
+
+
+def training_weights(
+    scored: DataFrame,
+    method: str,
+    settings: FeedbackSettings,
+    cutoff: datetime,
+    run_date: date,
+) -> DataFrame:
+    """Rows of the ``training_weights`` table (``TRAINING_WEIGHTS_COLUMNS``) from examples scored
+    by ``apply_flip_model``: ``flip_probability`` and ``observation_probability`` are the model's
+    values before clipping; ``w_pos``/``w_neg`` are clipped as configured."""
+    if cutoff.tzinfo is None:
+        raise ValueError(f"cutoff {cutoff.isoformat()} needs a UTC offset")
+    weighted = loss_weights(scored, method, settings)
+    return weighted.select(
+        "example_id",
+        F.col("observed_label").cast("int").alias("observed_label"),
+        F.col("elapsed_s").cast("double").alias("elapsed_s"),
+        "signal_state",
+        F.col("flip_probability").cast("double").alias("flip_probability"),
+        F.col("observation_probability").cast("double").alias("observation_probability"),
+        "w_pos",
+        "w_neg",
+        F.lit(method).alias("method"),
+        F.lit(cutoff).alias("cutoff"),
+        F.lit(run_date).alias("run_date"),
+    )
+
+
+def training_weights_table(
+    examples: DataFrame,
+    cutoff: datetime,
+    settings: FeedbackSettings,
+    run_date: date,
+    method: str | None = None,
+) -> DataFrame:
+    """End to end: fit the hazard flip model and the delay CDF on data mature at ``cutoff``, score
+    the examples at ``cutoff`` (``view_ts <= cutoff``) and weight them by ``method`` (default
+    ``settings.weighting``). The two fits run here (a few small actions); the result is lazy."""
+    method = method or settings.weighting
+    cells = fit_hazard(counterfactual_training_set(examples, cutoff, settings), settings)
+    observation = fit_observation(examples, cutoff, settings)
+    scored = apply_flip_model(observe_at(examples, cutoff, settings), cells, observation, settings)
+    log.info("training weights at %s by %s", cutoff.isoformat(), method)
+    return training_weights(scored, method, settings, cutoff, run_date)
