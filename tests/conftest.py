@@ -19,6 +19,9 @@ SHARED_DATA = Path(os.environ.get("RECBATCH_SHARED_DATA", PROJECT_ROOT.parent / 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end runs (few, minutes each)")
     config.addinivalue_line("markers", "cluster: starts a local Spark standalone cluster")
+    # Petastorm 0.13 on the pinned pyarrow 14 (setup.py says why): known, harmless deprecations.
+    config.addinivalue_line("filterwarnings", "ignore:.*deprecated as of pyarrow.*:FutureWarning")
+    config.addinivalue_line("filterwarnings", "ignore::ResourceWarning")
 
 
 def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:

@@ -74,6 +74,7 @@ class PathSettings(_Section):
     ground_truth: str = "raw/ground_truth"
     tables: str = "tables"
     checkpoints: str = "checkpoints"
+    work: str = "work"
 
 
 class GeneratorSettings(_Section):
@@ -173,6 +174,27 @@ class FeedbackSettings(_Section):
         return value
 
 
+class ConversionSettings(_Section):
+    """The conversion model (feedback/conversion.py): torch MLP trained on Petastorm tensors."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    hidden_sizes: tuple[int, ...] = (32, 16)
+    num_processes: int = Field(2, ge=1, description="torch workers (TorchDistributor processes)")
+    test_days: float = Field(3.0, gt=0, description="days of mature views held out for testing")
+    waiting_hours: float = Field(6.0, ge=0, description="waiting-window baseline: drop younger")
+    row_groups_per_trainer: int = Field(4, ge=1)
+    seed: int = Field(7, ge=1)
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(h < 1 for h in value):
+            raise ValueError("conversion.hidden_sizes must be positive layer widths")
+        return value
+
+
 class RecbatchConfig(_Section):
     env: str = "local"
     run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
@@ -181,6 +203,7 @@ class RecbatchConfig(_Section):
     generator: GeneratorSettings = GeneratorSettings()
     ingest: IngestSettings = IngestSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    conversion: ConversionSettings = ConversionSettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""

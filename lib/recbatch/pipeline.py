@@ -1,7 +1,8 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
 Stages so far: generate (embedded default only) -> ingest -> examples -> flip model and training
-weights. Later stages join this list.
+weights -> conversion model (trained and evaluated per weighting method). Later stages join this
+list.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pyspark.sql import SparkSession
 from recbatch.config import RecbatchConfig
 from recbatch.events.generator import generate
 from recbatch.events.ingest import IngestReport, events_summary, ingest_events
+from recbatch.feedback.conversion import conversion_stage
 from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import flip_weights_stage
 from recbatch.log import get_logger, timed
@@ -29,6 +31,8 @@ def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bo
         examples_stage(spark, cfg)
     with timed(log, "stage flip model and training weights"):
         flip_weights_stage(spark, cfg)
+    with timed(log, "stage conversion model"):
+        conversion_stage(spark, cfg)
     return report
 
 
@@ -42,7 +46,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             f"  ingest:     {report.summary()}",
             f"  events:     {report.events_table}   (Delta, partitioned by event_date)",
             f"  quarantine: {report.quarantine_table}   (Delta, reason + source of each bad row)",
-            f"  examples, flip_model, flip_calibration, training_weights: {cfg.path('tables')}/",
+            "  examples, flip_model, flip_calibration, training_weights, conversion_metrics:"
+            f" {cfg.path('tables')}/",
             f"  raw input:  {report.input_path}",
             f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item/category relations)",
             "",
@@ -54,6 +59,7 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             "  ./spark-submit.sh sql 'DESCRIBE HISTORY {events}'",
             "  ./spark-submit.sh sql 'SELECT signal_state, elapsed_bucket, negatives, z FROM"
             " {flip_model} ORDER BY 1, 2'",
+            "  ./spark-submit.sh sql 'SELECT * FROM {conversion_metrics}'",
             "  ({name} stands for the Delta table name of this config; the paths above work in"
             " any Spark SQL as delta.`<path>`)",
         ]

@@ -49,6 +49,7 @@ import os
 import queue
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -61,6 +62,14 @@ from petastorm.etl.dataset_metadata import load_row_groups
 from petastorm.fs_utils import get_filesystem_and_path_or_paths
 from petastorm.reader import Reader
 from torch.utils.data import IterableDataset, get_worker_info
+
+# Petastorm 0.13 drives pyarrow 14's legacy dataset API (why pyarrow is pinned: setup.py) and
+# leaves a file handle to the garbage collector; both warnings are known and harmless, and in
+# every torch worker they would bury the training log.
+warnings.filterwarnings(
+    "ignore", category=FutureWarning, message=r".*(use_legacy_dataset|ParquetDataset).*"
+)
+warnings.filterwarnings("ignore", category=ResourceWarning, module=r"petastorm\.")
 
 DEFAULT_SEED = 7
 """Shuffle seed when none is given. Never 0: Petastorm reads a seed of 0 as "random every run"."""

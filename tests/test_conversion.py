@@ -1,0 +1,158 @@
+"""The conversion model and the weighting-method harness on a small generated log."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_test_config
+from pyspark.sql import functions as F
+
+from recbatch.events.generator import generate
+from recbatch.events.ingest import ingest_events
+from recbatch.feedback.conversion import (
+    METHODS,
+    ConversionInputError,
+    ConversionSettings,
+    conversion_stage,
+    evaluate_methods,
+    examples_end,
+    feature_stats,
+    feature_vector,
+    relative_improvement,
+    train_conversion_model,
+    weighted_bce,
+    write_tensor_set,
+)
+from recbatch.feedback.examples import examples_stage
+from recbatch.train.distributed import is_local_master, run_distributed
+
+SETTINGS = ConversionSettings(
+    epochs=5,
+    batch_size=64,
+    learning_rate=0.02,
+    hidden_sizes=(32, 16),
+    num_processes=2,
+    row_groups_per_trainer=3,
+    test_days=4,
+)
+"""About 2,500 training rows: small batches and a few epochs so the model gets past its start."""
+
+
+@pytest.fixture(scope="module")
+def conv_cfg(spark, data_root: Path):
+    cfg = make_test_config(
+        data_root / "conversion",
+        "generator.n_users=600",
+        "generator.n_items=200",
+        "generator.n_categories=8",
+        "generator.partitions=2",
+        "ingest.now=2026-02-15T00:00:00+00:00",
+    )
+    generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+    ingest_events(spark, cfg)
+    examples_stage(spark, cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def examples(spark, conv_cfg):
+    return spark.read.format("delta").load(conv_cfg.table_path("examples"))
+
+
+@pytest.fixture(scope="module")
+def metric_rows(spark, conv_cfg):
+    return conversion_stage(spark, conv_cfg, SETTINGS)
+
+
+def test_weighted_loss_matches_a_hand_computed_value():
+    logits = torch.tensor([0.0, 2.0, -1.0])
+    w_pos = torch.tensor([1.0, 0.3, 0.0])
+    w_neg = torch.tensor([0.0, 0.7, 2.0])
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    expected = (
+        1.0 * -math.log(sigmoid(0.0))
+        + 0.3 * -math.log(sigmoid(2.0))
+        + 0.7 * -math.log(1 - sigmoid(2.0))
+        + 2.0 * -math.log(1 - sigmoid(-1.0))
+    ) / 3
+    assert weighted_bce(logits, w_pos, w_neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_local_master_detection():
+    assert is_local_master("local[2]") and is_local_master("local")
+    assert not is_local_master("spark://host:7077")
+
+
+def test_two_processes_read_disjoint_shards_and_the_loss_decreases(
+    spark, examples, conv_cfg, data_root
+):
+    stats = feature_stats(examples)
+    rows = examples.select(
+        "example_id",
+        feature_vector(stats),
+        F.col("conversion_ts").isNotNull().cast("float").alias("w_pos"),
+        F.col("conversion_ts").isNull().cast("float").alias("w_neg"),
+        F.col("conversion_ts").isNotNull().cast("float").alias("label"),
+    )
+    path = str(data_root / "conversion_shards")
+    total = write_tensor_set(rows, path, SETTINGS)
+
+    result = run_distributed(
+        train_conversion_model,
+        path,
+        len(stats),
+        SETTINGS,
+        record_ids=True,
+        num_processes=2,
+        spark=spark,
+    )
+
+    ids = result["ids_per_rank"]
+    assert len(ids) == 2 and all(ids), "both processes ran and read rows"
+    assert not set(ids[0]) & set(ids[1]), "shards are disjoint"
+    every = sorted(r["example_id"] for r in spark.read.parquet(path).collect())
+    assert sorted(ids[0] + ids[1]) == every, "together every row exactly once"
+    assert sum(result["rows_per_rank"]) == total
+    epochs = result["epochs"]
+    assert [e["rows"] for e in epochs] == [total] * SETTINGS.epochs
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    assert result["state_dict"]["net.0.weight"].shape == (32, len(stats))
+
+
+def test_metric_table_has_every_method_and_ri_auc_follows_its_formula(spark, conv_cfg, metric_rows):
+    assert [r["method"] for r in metric_rows] == list(METHODS)
+    by = {r["method"]: r for r in metric_rows}
+    assert by["vanilla"]["auc"] > 0.5, "the model learnt something from observed labels"
+    v, o = by["vanilla"]["auc"], by["oracle"]["auc"]
+    assert by["vanilla"]["ri_auc"] == 0.0
+    assert by["oracle"]["ri_auc"] == 1.0
+    for r in metric_rows:
+        assert r["ri_auc"] == pytest.approx((r["auc"] - v) / (o - v))
+        assert 0 <= r["pr_auc"] <= 1 and r["log_loss"] > 0
+        assert r["test_rows"] == by["vanilla"]["test_rows"] > r["test_positives"] > 0
+    assert by["waiting_window"]["train_rows"] < by["vanilla"]["train_rows"]
+    assert relative_improvement(0.7, 0.7, 0.7) is None
+
+    table = spark.read.format("delta").load(conv_cfg.table_path("conversion_metrics"))
+    assert sorted(r["method"] for r in table.collect()) == sorted(METHODS)
+
+
+def test_missing_examples_table_is_a_clear_error(spark, data_root):
+    cfg = make_test_config(data_root / "conversion_empty")
+    with pytest.raises(ConversionInputError, match="no examples table"):
+        conversion_stage(spark, cfg, SETTINGS)
+
+
+def test_empty_training_set_is_a_clear_error(spark, conv_cfg, examples):
+    first = examples.agg(F.min("view_ts")).head()[0]
+    too_short = examples_end(examples.where(F.col("view_ts") <= F.lit(first)))
+    with pytest.raises(ConversionInputError, match="no training examples"):
+        evaluate_methods(
+            spark, examples, conv_cfg, ["vanilla"], SETTINGS.model_copy(), end=too_short
+        )
