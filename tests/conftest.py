@@ -57,6 +57,28 @@ def spark(cfg: RecbatchConfig):
 
 
 @pytest.fixture(scope="session")
+def small_log_cfg(spark, data_root: Path) -> RecbatchConfig:
+    """A small generated log taken through ingest and examples, built once for the feedback
+    tests (they write different tables under it)."""
+    from recbatch.events.generator import generate
+    from recbatch.events.ingest import ingest_events
+    from recbatch.feedback.examples import examples_stage
+
+    cfg = make_test_config(
+        data_root / "small_log",
+        "generator.n_users=600",
+        "generator.n_items=200",
+        "generator.n_categories=8",
+        "generator.partitions=2",
+        "ingest.now=2026-02-15T00:00:00+00:00",
+    )
+    generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+    ingest_events(spark, cfg)
+    examples_stage(spark, cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared datasets not found at {SHARED_DATA} (set RECBATCH_SHARED_DATA)")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_test_config
 from pyspark.sql import functions as F
 
-from recbatch.events.generator import generate
-from recbatch.events.ingest import ingest_events
 from recbatch.feedback.conversion import (
     METHODS,
     ConversionInputError,
@@ -26,7 +23,6 @@ from recbatch.feedback.conversion import (
     weighted_bce,
     write_tensor_set,
 )
-from recbatch.feedback.examples import examples_stage
 from recbatch.train.distributed import is_local_master, run_distributed
 
 SETTINGS = ConversionSettings(
@@ -42,19 +38,8 @@ SETTINGS = ConversionSettings(
 
 
 @pytest.fixture(scope="module")
-def conv_cfg(spark, data_root: Path):
-    cfg = make_test_config(
-        data_root / "conversion",
-        "generator.n_users=600",
-        "generator.n_items=200",
-        "generator.n_categories=8",
-        "generator.partitions=2",
-        "ingest.now=2026-02-15T00:00:00+00:00",
-    )
-    generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
-    ingest_events(spark, cfg)
-    examples_stage(spark, cfg)
-    return cfg
+def conv_cfg(small_log_cfg):
+    return small_log_cfg
 
 
 @pytest.fixture(scope="module")

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import make_test_config
 from pyspark.sql import functions as F
 
-from recbatch.events.generator import generate
-from recbatch.events.ingest import ingest_events
-from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import FeedbackInputError, flip_weights_stage
 
 
 @pytest.fixture(scope="module")
-def stage_cfg(spark, data_root: Path):
-    cfg = make_test_config(
-        data_root / "feedback_stage",
-        "generator.n_users=600",
-        "generator.n_items=200",
-        "generator.n_categories=8",
-        "generator.partitions=2",
-        "ingest.now=2026-02-15T00:00:00+00:00",
-    )
-    generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
-    ingest_events(spark, cfg)
-    examples_stage(spark, cfg)
-    return cfg
+def stage_cfg(small_log_cfg):
+    return small_log_cfg
 
 
 def _table(spark, cfg, name: str):

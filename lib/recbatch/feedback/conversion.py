@@ -62,13 +62,7 @@ from torch import nn
 from recbatch.config import ConversionSettings, RecbatchConfig
 from recbatch.errors import RecbatchError
 from recbatch.feedback.examples import FEATURE_COLUMNS
-from recbatch.feedback.flip import (
-    apply_flip_model,
-    counterfactual_training_set,
-    fit_hazard,
-    fit_observation,
-    observe_at,
-)
+from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
 from recbatch.feedback.weights import training_weights
 from recbatch.io.delta import is_delta_table, replace_where
 from recbatch.io.tensors import count_rows, iter_torch_batches
@@ -475,9 +469,8 @@ def evaluate_methods(
         test_set = spark.read.parquet(test_path).persist(StorageLevel.MEMORY_AND_DISK)
 
         with timed(log, f"fitting the flip model at {cutoff.isoformat()}"):
-            cells = fit_hazard(counterfactual_training_set(train_examples, cutoff, fb), fb)
-            observation = fit_observation(train_examples, cutoff, fb)
-        scored = apply_flip_model(observe_at(train_examples, cutoff, fb), cells, observation, fb)
+            cells, observation = fit_flip_model(train_examples, cutoff, fb)
+        scored = score_at_cutoff(train_examples, cutoff, cells, observation, fb)
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         feature_rows = train_examples.select("example_id", features)
 

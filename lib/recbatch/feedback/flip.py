@@ -358,6 +358,33 @@ def apply_flip_model(
     return _finish(joined, df.columns, F.col("_cell_z"), observation, settings)
 
 
+def fit_flip_model(
+    examples: DataFrame,
+    cutoff: datetime,
+    settings: FeedbackSettings,
+    training: DataFrame | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """``(hazard cells, delay CDF)`` learnt from the history mature at ``cutoff``.
+
+    ``training`` is the counterfactual training set when the caller already built it (to check
+    or reuse it); otherwise it is built here.
+    """
+    if training is None:
+        training = counterfactual_training_set(examples, cutoff, settings)
+    return fit_hazard(training, settings), fit_observation(examples, cutoff, settings)
+
+
+def score_at_cutoff(
+    examples: DataFrame,
+    cutoff: datetime,
+    cells: DataFrame,
+    observation: DataFrame,
+    settings: FeedbackSettings,
+) -> DataFrame:
+    """Every example viewed by ``cutoff`` as observed then, with its z and s."""
+    return apply_flip_model(observe_at(examples, cutoff, settings), cells, observation, settings)
+
+
 # --- the logistic learner (MLlib) ---------------------------------------------------------------
 
 

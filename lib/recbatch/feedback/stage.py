@@ -29,9 +29,9 @@ from recbatch.feedback.flip import (
     counterfactual_cutoffs,
     counterfactual_training_set,
     expected_calibration_errors,
+    fit_flip_model,
     fit_hazard,
-    fit_observation,
-    observe_at,
+    score_at_cutoff,
     split_holdout,
 )
 from recbatch.feedback.weights import training_weights
@@ -108,8 +108,7 @@ def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, ob
         _require_history(training, examples, cutoff, cfg)
 
         with timed(log, "fitting the hazard flip model and the delay CDF"):
-            cells = fit_hazard(training, settings)
-            observation = fit_observation(examples, cutoff, settings)
+            cells, observation = fit_flip_model(examples, cutoff, settings, training)
         with timed(log, "held-out calibration"):
             fit_rows, heldout = split_holdout(training)
             check_cells = fit_hazard(fit_rows, settings)
@@ -126,9 +125,7 @@ def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, ob
         _replace_run(spark, model_rows, cfg.table_path("flip_model"), run_date)
         _replace_run(spark, table.select("*", *stamp), cfg.table_path("flip_calibration"), run_date)
 
-        scored = apply_flip_model(
-            observe_at(examples, cutoff, settings), cells, observation, settings
-        )
+        scored = score_at_cutoff(examples, cutoff, cells, observation, settings)
         weights = training_weights(scored, settings.weighting, settings, cutoff, run_date)
         with timed(log, f"writing training weights ({settings.weighting})"):
             _replace_run(

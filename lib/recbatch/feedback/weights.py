@@ -23,13 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recbatch.config import FeedbackSettings
-from recbatch.feedback.flip import (
-    apply_flip_model,
-    counterfactual_training_set,
-    fit_hazard,
-    fit_observation,
-    observe_at,
-)
+from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
 from recbatch.log import get_logger
 
 log = get_logger(__name__)
@@ -152,8 +146,7 @@ def training_weights_table(
     the examples at ``cutoff`` (``view_ts <= cutoff``) and weight them by ``method`` (default
     ``settings.weighting``). The two fits run here (a few small actions); the result is lazy."""
     method = method or settings.weighting
-    cells = fit_hazard(counterfactual_training_set(examples, cutoff, settings), settings)
-    observation = fit_observation(examples, cutoff, settings)
-    scored = apply_flip_model(observe_at(examples, cutoff, settings), cells, observation, settings)
+    cells, observation = fit_flip_model(examples, cutoff, settings)
+    scored = score_at_cutoff(examples, cutoff, cells, observation, settings)
     log.info("training weights at %s by %s", cutoff.isoformat(), method)
     return training_weights(scored, method, settings, cutoff, run_date)
