@@ -14,9 +14,15 @@ and ``L = feedback.feature_lookback_days``:
 
 Time comparisons use epoch **microseconds** (Spark's timestamp resolution), not seconds: the
 generator writes millisecond times, and truncating to seconds would drop a view 0.4 s before
-another from the "strictly before" window. The features are window functions with
-``rangeBetween`` on that epoch column; signals and conversions are one join of each example with
-the events of its (user, item) pair and a conditional aggregation. No UDF, no collect.
+another from the "strictly before" window. Signals and conversions are one join of each example
+with the events of its (user, item) pair and a conditional aggregation. No UDF, no collect.
+
+The as-of features are window functions on that epoch column, each written as the difference of
+two running counts: ``count[t - L, t) = count(< t) - count(< t - L)``. Why not one
+``rangeBetween(-L, -1)`` frame: Spark evaluates a sliding range frame by re-aggregating its whole
+buffer whenever the frame moves, which is quadratic in the events of a key within ``L`` (a popular
+category holds hundreds of thousands); a frame that starts at ``unboundedPreceding`` only ever adds
+rows, so both running counts cost one pass over the sorted partition.
 
 A buy with no earlier view of the item by the user is not an example (there is no view to
 attribute it to). ``buys_without_prior_view`` returns those buys; the stage counts and logs them.
@@ -135,12 +141,26 @@ def _is(event_type: str) -> Column:
     return F.col("event_type") == event_type
 
 
+def _count_in_range(value: Column, key: str, order: str, start: int, end: int) -> Column:
+    """Non-null ``value`` rows of the same ``key`` with ``order`` in ``[o - start, o - end]``.
+
+    Same as ``count(value)`` over ``rangeBetween(-start, -end)``, computed as the difference of
+    two running counts (module docstring: linear where the sliding frame is quadratic).
+    """
+    running = Window.partitionBy(key).orderBy(order)
+    up_to_end = F.count(value).over(running.rangeBetween(Window.unboundedPreceding, -end))
+    before_start = F.count(value).over(running.rangeBetween(Window.unboundedPreceding, -start - 1))
+    return up_to_end - before_start
+
+
 def _as_of_counts(
     events: DataFrame, key: str, prefix: str, types: tuple[str, ...], lookback: int
 ) -> list[Column]:
     """Counts of ``types`` events of the same ``key`` in ``[t - lookback, t)`` for each row."""
-    frame = Window.partitionBy(key).orderBy("_t").rangeBetween(-lookback, -1)
-    return [F.count(F.when(_is(t), True)).over(frame).alias(f"f_{prefix}_{t}s") for t in types]
+    return [
+        _count_in_range(F.when(_is(t), True), key, "_t", lookback, 1).alias(f"f_{prefix}_{t}s")
+        for t in types
+    ]
 
 
 def _first_views_with_counts(events: DataFrame, lookback: int) -> DataFrame:
@@ -209,9 +229,8 @@ def _item_conversion_rate(lookback: int, window: int) -> Column:
             "f_item_conversion_rate is 0 for every example"
         )
         return F.lit(0.0).alias("f_item_conversion_rate")
-    frame = Window.partitionBy("item_id").orderBy("_v").rangeBetween(-lookback, -window - 1)
-    mature = F.count(F.lit(1)).over(frame)
-    converted = F.count("conversion_ts").over(frame)
+    mature = _count_in_range(F.lit(1), "item_id", "_v", lookback, window + 1)
+    converted = _count_in_range(F.col("conversion_ts"), "item_id", "_v", lookback, window + 1)
     rate = F.when(mature > 0, converted / mature).otherwise(F.lit(0.0))
     return rate.cast("double").alias("f_item_conversion_rate")
 
