@@ -18,6 +18,7 @@ from recbatch.feedback.conversion import (
     examples_end,
     feature_stats,
     feature_vector,
+    fnw_weights,
     relative_improvement,
     train_conversion_model,
     weighted_bce,
@@ -67,6 +68,21 @@ def test_weighted_loss_matches_a_hand_computed_value():
         + 2.0 * -math.log(1 - sigmoid(-1.0))
     ) / 3
     assert weighted_bce(logits, w_pos, w_neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_fnw_weights_are_the_fake_negative_importance_ratios():
+    """With p the model's prediction, FNW's biased data has b(1|x) = p/(1+p), b(0|x) = 1/(1+p);
+    weighting it by P/b gives back the true expectation p·l1 + (1-p)·l0 for any losses."""
+    logits = torch.tensor([-2.0, 0.0, 1.5], requires_grad=True)
+    p = torch.sigmoid(logits.detach())
+    w_pos, w_neg = fnw_weights(logits, torch.ones(3), torch.ones(3))
+    assert torch.allclose(w_pos, 1 + p) and torch.allclose(w_neg, (1 - p) * (1 + p))
+    assert not w_pos.requires_grad and not w_neg.requires_grad, "stop-gradient on p"
+    l1, l0 = torch.tensor([0.3, 1.1, 2.0]), torch.tensor([1.7, 0.4, 0.9])
+    b1, b0 = p / (1 + p), 1 / (1 + p)
+    assert torch.allclose(b1 * w_pos * l1 + b0 * w_neg * l0, p * l1 + (1 - p) * l0)
+    zero_pos, _ = fnw_weights(logits, torch.zeros(3), torch.ones(3))
+    assert torch.equal(zero_pos, torch.zeros(3)), "an observed negative gets no positive term"
 
 
 def test_local_master_detection():

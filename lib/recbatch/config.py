@@ -98,6 +98,9 @@ class GeneratorSettings(_Section):
     buy_fav_logit: float = Field(1.0, description="logit added by a favourite")
     delay_median_hours: float = Field(3.0, gt=0, description="median view-to-buy delay")
     delay_sigma: float = Field(1.8, gt=0, description="log-normal spread of the delay")
+    category_delay_spread: float = Field(
+        0.0, ge=0, description="sd of a per-category shift of the log delay (0: one delay law)"
+    )
     follow_up_rate: float = Field(0.5, ge=0, le=1, description="P(view a complement after a buy)")
     follow_up_buy_logit: float = Field(2.5, description="logit added for a true complement")
     follow_up_mean_days: float = Field(4.0, gt=0, description="mean gap buy -> complement view")

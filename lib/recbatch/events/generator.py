@@ -15,7 +15,8 @@ The world it simulates (all knobs in ``GeneratorSettings``):
   apart. A view may lead to a favourite and an add-to-cart minutes later, and to a purchase with
   probability ``sigmoid(buy_base_logit + item quality + cart + fav [+ follow-up])`` after a
   log-normal delay (median ``delay_median_hours``, spread ``delay_sigma``: hours to days, a long
-  tail past a week). An add-to-cart always precedes the purchase of its view. After a purchase the
+  tail past a week; with ``category_delay_spread > 0`` each category shifts the log delay by its
+  own normal draw: some are considered for days, others bought at once). An add-to-cart always precedes the purchase of its view. After a purchase the
   user may come back days later to view a true complement of what they bought, which they buy far
   more readily (up to two steps: phone -> case -> screen guard): that is the "U before V" signal
   of the directed product graph. Nothing ever leads from V back to U.
@@ -141,6 +142,7 @@ class Catalog:
     category_cdf: np.ndarray  # popularity cdf within each category's slice, each ends at 1
     category_targets: list[list[int]]  # complement categories of each category
     complements: np.ndarray  # [n_items, complements_per_item] true targets, -1 padded
+    category_delay_shift: np.ndarray  # [n_categories] added to the log of the purchase delay
 
 
 def _cdf(weights: np.ndarray) -> np.ndarray:
@@ -203,6 +205,10 @@ def build_catalog(cfg: GeneratorSettings) -> Catalog:
             rng, pool, _cdf(np.sqrt(popularity[pool])), len(sources), k
         )
 
+    # Its own random stream, so that a zero spread leaves every other draw of the seed unchanged.
+    delay_rng = np.random.default_rng([cfg.seed, 2])
+    category_delay_shift = delay_rng.normal(0.0, 1.0, size=n_cat) * cfg.category_delay_spread
+
     return Catalog(
         item_category=item_category.astype(np.int64),
         item_quality=item_quality,
@@ -213,6 +219,7 @@ def build_catalog(cfg: GeneratorSettings) -> Catalog:
         category_cdf=category_cdf,
         category_targets=category_targets,
         complements=complements,
+        category_delay_shift=category_delay_shift,
     )
 
 
@@ -251,6 +258,7 @@ class _UserSimulator:
         self.delay_mu = math.log(cfg.delay_median_hours)
         self.quality = catalog.item_quality.tolist()
         self.item_category = catalog.item_category.tolist()
+        self.delay_shift = catalog.category_delay_shift.tolist()
 
     def _draw_item(self, rng: np.random.Generator, category: int | None) -> int:
         cat = self.cat
@@ -285,7 +293,8 @@ class _UserSimulator:
         cart_ts = ts + rng.exponential(_CART_GAP_S) if cart else None
         buy_ts = None
         if will_buy:
-            buy_ts = ts + 3600.0 * math.exp(rng.normal(self.delay_mu, cfg.delay_sigma))
+            mu = self.delay_mu + self.delay_shift[self.item_category[item]]
+            buy_ts = ts + 3600.0 * math.exp(rng.normal(mu, cfg.delay_sigma))
             if cart_ts is not None and cart_ts > buy_ts:
                 # A quick buyer carts quickly: the add-to-cart moves before the purchase, so the
                 # purchase delay keeps exactly its log-normal law.
@@ -378,7 +387,7 @@ def _simulate_partition(
                     "fav_ts": _timestamps(fav_ms.astype(np.int64)),
                     "cart_ts": _timestamps(cart_ms.astype(np.int64)),
                     "buy_probability": p_buy.astype(np.float64),
-                    "delay_log_mu": np.full(len(rows), mu),
+                    "delay_log_mu": mu + catalog.category_delay_shift[catalog.item_category[item]],
                     "delay_log_sigma": np.full(len(rows), sigma),
                     "will_buy": will_buy.astype(bool),
                     "buy_ts": _timestamps(buy_ms.astype(np.int64)),

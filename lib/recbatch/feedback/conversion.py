@@ -22,14 +22,17 @@ method trains on the examples viewed before ``T`` with labels and weights *as ob
 * ``waiting_window``: observed labels, without the examples younger than ``waiting_hours``;
 * ``importance_sampling`` and ``label_correction``: the flip model (fit once at ``T`` on mature
   history, as ``weights.training_weights_table`` does) and ``weights.training_weights``.
+  Importance sampling is ES-DFM's weighting in a batch snapshot: a real-negative probability
+  ``1 - z`` learnt from the elapsed time (and here the pre-conversion signals too), and ``1/s`` on
+  positives; ES-DFM's duplicated positives belong to its stream, which a snapshot does not have.
+* ``fnw``: fake negative weighting (Ktena et al. 2019): every example counts as a negative and
+  each observed conversion once more as a positive, reweighted by the model's own detached
+  prediction during training (``fnw_weights``).
 
 Metrics on the test set with the true labels: AUC and PR-AUC (MLlib
 ``BinaryClassificationEvaluator``), log loss (a Spark aggregation) and
 ``RI-AUC = (AUC - AUC_vanilla) / (AUC_oracle - AUC_vanilla)``. ``conversion_stage`` writes the
 table to the Delta ``conversion_metrics`` table, replacing the rows of the run date.
-
-Fake negative weighting (FNW) is not implemented: its weights depend on the model's own
-predictions during training, which the fixed ``(w_pos, w_neg)`` columns cannot express.
 """
 
 from __future__ import annotations
@@ -71,7 +74,14 @@ from recbatch.train.distributed import device_for_rank, rank_and_world, run_dist
 
 log = get_logger(__name__)
 
-METHODS = ("vanilla", "oracle", "waiting_window", "importance_sampling", "label_correction")
+METHODS = (
+    "vanilla",
+    "oracle",
+    "waiting_window",
+    "fnw",
+    "importance_sampling",
+    "label_correction",
+)
 """Methods ``evaluate_methods`` knows, in the order of the metric table."""
 
 TENSOR_COLUMNS = ("example_id", "features", "w_pos", "w_neg", "label")
@@ -191,6 +201,20 @@ def weighted_bce(logits: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor)
     return losses.mean()
 
 
+def fnw_weights(
+    logits: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FNW's importance weights ``(w_pos·(1 + p), w_neg·(1 - p)(1 + p))``.
+
+    Why: with every example first counted as a negative and each conversion once more as a
+    positive, the biased data has ``b(1|x) = p/(1 + p)`` and ``b(0|x) = 1/(1 + p)``; the ratios
+    ``P/b`` are these factors. ``p`` is the model's prediction without gradient (the paper's
+    stop-gradient), so the weights rescale the loss but are not themselves optimised.
+    """
+    p = torch.sigmoid(logits.detach())
+    return w_pos * (1.0 + p), w_neg * (1.0 - p) * (1.0 + p)
+
+
 def _join_uneven(model: nn.Module) -> contextlib.AbstractContextManager:
     """DDP's join context (ranks may have different numbers of batches), or nothing."""
     if isinstance(model, nn.parallel.DistributedDataParallel):
@@ -214,9 +238,15 @@ def _gather(value: Any) -> list[Any]:
 
 
 def train_conversion_model(
-    train_path: str, n_features: int, settings: ConversionSettings, record_ids: bool = False
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    record_ids: bool = False,
+    fake_negative_weighting: bool = False,
 ) -> dict[str, Any]:
     """Train the MLP on this rank's shard of ``train_path`` (run it with ``run_distributed``).
+
+    With ``fake_negative_weighting`` the stored weights are multiplied by ``fnw_weights``.
 
     Returns (rank 0's) ``state_dict`` (CPU tensors), ``epochs`` (per epoch: mean weighted loss
     over all rows, rows, seconds, rows/s), ``rows_per_rank`` (rows each rank read per epoch) and,
@@ -245,7 +275,11 @@ def train_conversion_model(
         with _join_uneven(model):
             for batch in batches:
                 x = batch["features"].to(device)
-                loss = weighted_bce(model(x), batch["w_pos"].to(device), batch["w_neg"].to(device))
+                logits = model(x)
+                w_pos, w_neg = batch["w_pos"].to(device), batch["w_neg"].to(device)
+                if fake_negative_weighting:
+                    w_pos, w_neg = fnw_weights(logits, w_pos, w_neg)
+                loss = weighted_bce(logits, w_pos, w_neg)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -288,7 +322,11 @@ def train_conversion_model(
 
 
 def train(
-    spark: SparkSession, train_path: str, n_features: int, settings: ConversionSettings
+    spark: SparkSession,
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    fake_negative_weighting: bool = False,
 ) -> dict[str, Any]:
     """``train_conversion_model`` in ``settings.num_processes`` DDP processes."""
     return run_distributed(
@@ -296,6 +334,7 @@ def train(
         train_path,
         n_features,
         settings,
+        fake_negative_weighting=fake_negative_weighting,
         num_processes=settings.num_processes,
         spark=spark,
     )
@@ -485,7 +524,7 @@ def evaluate_methods(
                 n_rows = write_tensor_set(rows, path, settings)
             start = time.monotonic()
             with timed(log, f"{method}: training on {n_rows} rows"):
-                result = train(spark, path, len(stats), settings)
+                result = train(spark, path, len(stats), settings, method == "fnw")
             seconds = time.monotonic() - start
             metrics = binary_metrics(score(test_set, result["state_dict"], settings))
             last = result["epochs"][-1]

@@ -8,8 +8,14 @@ method                 observed positive (w1, w0)    observed negative (w1, w0)
 vanilla                (1, 0)                        (0, 1)
 importance_sampling    (1/s, 0)                      (0, 1 - z)
 label_correction       (1, 0)                        (z, 1 - z)
+fnw (fake negatives)   (1, 1) x FNW factors          (0, 1) x FNW factors
 oracle (true labels)   y: (1, 0), 1 - y: (0, 1)      y: (1, 0), 1 - y: (0, 1)
 =====================  ============================  ============================
+
+FNW (fake negative weighting, Ktena et al. 2019) counts every example once as a negative and each
+observed conversion once more as a positive; its factors ``(1 + p)`` on ``w1`` and
+``(1 - p)(1 + p)`` on ``w0`` use the model's own detached prediction ``p``, so the trainer applies
+them (``conversion.fnw_weights``); the table holds the counts they multiply.
 
 Variance control: ``1/s`` is clipped at ``max_weight`` and ``z`` at ``max_flip_probability``. A
 mature example (``z = 0, s = 1``) gets the vanilla weights under every method.
@@ -28,7 +34,7 @@ from recbatch.log import get_logger
 
 log = get_logger(__name__)
 
-METHODS = ("vanilla", "importance_sampling", "label_correction", "oracle")
+METHODS = ("vanilla", "importance_sampling", "label_correction", "fnw", "oracle")
 
 TRAINING_WEIGHTS_COLUMNS = (
     "example_id",
@@ -49,6 +55,7 @@ _NEEDS = {
     "vanilla": {"observed_label"},
     "importance_sampling": {"observed_label", "flip_probability", "observation_probability"},
     "label_correction": {"observed_label", "flip_probability"},
+    "fnw": {"observed_label"},
     "oracle": set(),
 }
 
@@ -96,6 +103,8 @@ def loss_weights(df: DataFrame, method: str, settings: FeedbackSettings) -> Data
         positive = F.col("observed_label").cast("int") == 1
         if method == "vanilla":
             pos, neg = (one, zero), (zero, one)
+        elif method == "fnw":
+            pos, neg = (one, one), (zero, one)
         elif method == "importance_sampling":
             z = clipped_flip_probability(settings)
             pos, neg = (clipped_inverse_observation(settings), zero), (zero, one - z)
