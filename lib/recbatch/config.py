@@ -184,6 +184,8 @@ class ConversionSettings(_Section):
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(0.01, gt=0)
     hidden_sizes: tuple[int, ...] = (32, 16)
+    dropout: float = Field(0.0, ge=0, lt=1, description="after each hidden layer")
+    heads: int = Field(1, ge=1, description="output heads, each on its own bootstrap weights")
     num_processes: int = Field(2, ge=1, description="torch workers (TorchDistributor processes)")
     test_days: float = Field(3.0, gt=0, description="days of mature views held out for testing")
     waiting_hours: float = Field(6.0, ge=0, description="waiting-window baseline: drop younger")
@@ -198,6 +200,21 @@ class ConversionSettings(_Section):
         return value
 
 
+class UncertaintySettings(_Section):
+    """Scores with uncertainty (uncertainty/): which estimator, and the production model's shape.
+
+    The scored model is the conversion model trained with ``feedback.weighting``; ``heads``
+    (multi-head bootstrap ensemble, one forward pass) or ``mc_dropout`` (``mc_samples`` passes
+    with dropout on) decide how its uncertainty is measured.
+    """
+
+    method: Literal["heads", "mc_dropout"] = "heads"
+    heads: int = Field(8, ge=2, description="ensemble heads (method 'heads')")
+    dropout: float = Field(0.2, gt=0, lt=1, description="dropout rate (method 'mc_dropout')")
+    mc_samples: int = Field(30, ge=2, description="stochastic passes (method 'mc_dropout')")
+    seed: int = Field(11, ge=0, description="MC-dropout sampling seed")
+
+
 class RecbatchConfig(_Section):
     env: str = "local"
     run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
@@ -207,6 +224,7 @@ class RecbatchConfig(_Section):
     ingest: IngestSettings = IngestSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     conversion: ConversionSettings = ConversionSettings()
+    uncertainty: UncertaintySettings = UncertaintySettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""

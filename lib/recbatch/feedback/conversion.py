@@ -178,25 +178,53 @@ def write_tensor_set(rows: DataFrame, path: str, settings: ConversionSettings) -
 
 
 class ConversionMLP(nn.Module):
-    """Features -> hidden ReLU layers -> one logit."""
+    """Features -> hidden ReLU layers (each followed by dropout when ``dropout > 0``) -> one logit
+    per head, shape ``[rows, heads]``.
 
-    def __init__(self, n_features: int, hidden_sizes: Sequence[int]) -> None:
+    Why heads and dropout: they are the two cheap sources of a per-prediction uncertainty
+    (``recbatch.uncertainty``): heads trained on different bootstrap weights of the same rows
+    disagree where data is thin; dropout kept on at scoring time samples sub-networks. With one
+    head and no dropout it is a plain MLP.
+    """
+
+    def __init__(
+        self, n_features: int, hidden_sizes: Sequence[int], dropout: float = 0.0, heads: int = 1
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
         for size in hidden_sizes:
             layers += [nn.Linear(width, size), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, heads))
         self.net = nn.Sequential(*layers)
+        self.heads = heads
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features).squeeze(-1)
+        return self.net(features)
+
+
+def build_model(n_features: int, settings: ConversionSettings) -> ConversionMLP:
+    """The model ``settings`` describe (one place, so training and scoring build the same)."""
+    return ConversionMLP(n_features, settings.hidden_sizes, settings.dropout, settings.heads)
+
+
+def bootstrap_weights(
+    rows: int, heads: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``[rows, heads]`` online-bootstrap weights: Poisson(1) per row and head (Oza & Russell),
+    so each head sees its own resample of every batch; all ones for a single head."""
+    if heads == 1:
+        return torch.ones(rows, 1)
+    return torch.poisson(torch.ones(rows, heads), generator=generator)
 
 
 def weighted_bce(logits: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor) -> torch.Tensor:
     """``mean(w_pos·(-log f) + w_neg·(-log(1 - f)))`` with ``f = sigmoid(logits)``, computed
-    stably from the logits (``-log f = softplus(-x)``, ``-log(1 - f) = softplus(x)``)."""
+    stably from the logits (``-log f = softplus(-x)``, ``-log(1 - f) = softplus(x)``). Shapes
+    broadcast: ``[rows, heads]`` logits with ``[rows, heads]`` or ``[rows, 1]`` weights."""
     losses = w_pos * nn.functional.softplus(-logits) + w_neg * nn.functional.softplus(logits)
     return losses.mean()
 
@@ -255,7 +283,8 @@ def train_conversion_model(
     rank, world = rank_and_world()
     device = device_for_rank()
     torch.manual_seed(settings.seed)
-    model = wrap_ddp(ConversionMLP(n_features, settings.hidden_sizes), device)
+    model = wrap_ddp(build_model(n_features, settings), device)
+    resample = torch.Generator().manual_seed(settings.seed * 7919 + rank)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     columns = ["features", "w_pos", "w_neg", *(["example_id"] if record_ids else [])]
     history, ids, own_rows = [], [], 0
@@ -276,7 +305,9 @@ def train_conversion_model(
             for batch in batches:
                 x = batch["features"].to(device)
                 logits = model(x)
-                w_pos, w_neg = batch["w_pos"].to(device), batch["w_neg"].to(device)
+                boot = bootstrap_weights(len(x), settings.heads, resample).to(device)
+                w_pos = batch["w_pos"].to(device).unsqueeze(-1) * boot
+                w_neg = batch["w_neg"].to(device).unsqueeze(-1) * boot
                 if fake_negative_weighting:
                     w_pos, w_neg = fnw_weights(logits, w_pos, w_neg)
                 loss = weighted_bce(logits, w_pos, w_neg)
@@ -351,13 +382,12 @@ def score(
     weights = {k: v.numpy() for k, v in state_dict.items()}
     n_features = int(weights["net.0.weight"].shape[1])
     shared = rows.sparkSession.sparkContext.broadcast(weights)
-    hidden = tuple(settings.hidden_sizes)
 
     def predict(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
         torch.set_num_threads(1)
-        model = ConversionMLP(n_features, hidden)
+        model = build_model(n_features, settings)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in shared.value.items()})
         model.eval()
         for frame in frames:
@@ -366,7 +396,7 @@ def score(
             else:
                 x = np.zeros((0, n_features), dtype=np.float32)
             with torch.no_grad():
-                p = torch.sigmoid(model(torch.from_numpy(x))).numpy().astype(np.float64)
+                p = torch.sigmoid(model(torch.from_numpy(x))).mean(-1).numpy().astype(np.float64)
             yield pd.DataFrame(
                 {
                     "example_id": frame["example_id"].astype(np.int64),
@@ -455,6 +485,22 @@ def _method_weights(
     return training_weights(scored, method, cfg.feedback, cutoff, run_date)
 
 
+def weighted_training_rows(
+    scored: DataFrame,
+    feature_rows: DataFrame,
+    method: str,
+    cfg: RecbatchConfig,
+    settings: ConversionSettings,
+    cutoff: datetime,
+) -> DataFrame:
+    """The tensor-set rows (``TENSOR_COLUMNS``) of ``method``: its loss weights at ``cutoff`` for
+    the flip-model-scored examples, with their ``features`` and the observed label."""
+    weights = _method_weights(method, scored, cfg, settings, cutoff)
+    return weights.select(
+        "example_id", "w_pos", "w_neg", F.col("observed_label").alias("label")
+    ).join(feature_rows, "example_id")
+
+
 def evaluate_methods(
     spark: SparkSession,
     examples: DataFrame,
@@ -515,10 +561,7 @@ def evaluate_methods(
 
         results = []
         for method in methods:
-            weights = _method_weights(method, scored, cfg, settings, cutoff)
-            rows = weights.select(
-                "example_id", "w_pos", "w_neg", F.col("observed_label").alias("label")
-            ).join(feature_rows, "example_id")
+            rows = weighted_training_rows(scored, feature_rows, method, cfg, settings, cutoff)
             path = f"{work}/train_{method}"
             with timed(log, f"{method}: writing the training set {path}"):
                 n_rows = write_tensor_set(rows, path, settings)
@@ -585,7 +628,7 @@ def write_metrics(
     replace_where(spark, frame, path, f"run_date = '{run_date.isoformat()}'")
 
 
-def _data_end(spark: SparkSession, cfg: RecbatchConfig, examples: DataFrame) -> datetime:
+def data_end(spark: SparkSession, cfg: RecbatchConfig, examples: DataFrame) -> datetime:
     """The last event time: from the ``events`` table when there is one, else the examples."""
     events_path = cfg.table_path("events")
     if is_delta_table(spark, events_path):
@@ -617,7 +660,7 @@ def conversion_stage(
     examples = spark.read.format("delta").load(path)
     log.info("conversion settings: %s", settings.model_dump())
     rows = evaluate_methods(
-        spark, examples, cfg, methods, settings, end=_data_end(spark, cfg, examples)
+        spark, examples, cfg, methods, settings, end=data_end(spark, cfg, examples)
     )
     run_date = cfg.run_date or datetime.now(UTC).date()
     write_metrics(spark, rows, cfg.table_path("conversion_metrics"), run_date)

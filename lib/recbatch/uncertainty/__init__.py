@@ -1,0 +1,1 @@
+"""Per-prediction uncertainty: estimators behind one interface, and the ``scores`` stage."""

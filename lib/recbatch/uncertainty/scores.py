@@ -1,0 +1,226 @@
+"""The ``scores`` stage: the production conversion model's score and uncertainty per example.
+
+The model is the conversion model trained as the pipeline's weighting says
+(``feedback.weighting``), on the examples viewed before the training cutoff ``T`` with labels and
+weights as observed at ``T`` (``feedback.conversion`` explains ``T``). Its shape comes from
+``uncertainty``: several bootstrap heads (``heads``) or dropout (``mc_dropout``). It scores the
+examples viewed in ``[T, T + test_days)``, whose true labels are known by the data's end: those
+labelled scores are what the thresholds are fitted, certified and evaluated on.
+
+Delta ``scores`` (one partition of rows per run date and model, replaced on a re-run):
+``run_date``, ``model``, ``model_version``, ``uncertainty_method``, ``example_id``, ``view_ts``,
+``score`` (mean probability), ``uncertainty`` (spread across the estimator's members), ``label``
+(the true label, 1/0). Scoring runs in ``mapInPandas`` with the weights broadcast once; its cost
+(rows/s and seconds, per estimator) is logged and returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.storagelevel import StorageLevel
+
+from recbatch.config import ConversionSettings, RecbatchConfig, UncertaintySettings
+from recbatch.feedback.conversion import (
+    ConversionInputError,
+    build_model,
+    data_end,
+    evaluation_cutoffs,
+    feature_stats,
+    feature_vector,
+    train,
+    weighted_training_rows,
+    write_tensor_set,
+)
+from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
+from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.log import get_logger, timed
+from recbatch.uncertainty.estimators import predict_with_uncertainty
+
+log = get_logger(__name__)
+
+MODEL = "conversion"
+
+SCORES_COLUMNS = (
+    "run_date",
+    "model",
+    "model_version",
+    "uncertainty_method",
+    "example_id",
+    "view_ts",
+    "score",
+    "uncertainty",
+    "label",
+)
+
+
+def scored_model_settings(
+    conversion: ConversionSettings, uncertainty: UncertaintySettings
+) -> ConversionSettings:
+    """The conversion settings with the shape the uncertainty method needs."""
+    if uncertainty.method == "heads":
+        return conversion.model_copy(update={"heads": uncertainty.heads, "dropout": 0.0})
+    return conversion.model_copy(update={"heads": 1, "dropout": uncertainty.dropout})
+
+
+def model_version(cfg: RecbatchConfig, run_date: date) -> str:
+    """``conversion-<run date>-<config fingerprint>``: the same config and date, the same name."""
+    return f"{MODEL}-{run_date.isoformat()}-{cfg.fingerprint()[:8]}"
+
+
+def score_with_uncertainty(
+    rows: DataFrame,
+    state_dict: dict[str, torch.Tensor],
+    settings: ConversionSettings,
+    uncertainty: UncertaintySettings,
+) -> DataFrame:
+    """``example_id``, ``score`` and ``uncertainty`` of ``rows`` (with ``example_id`` and
+    ``features``), computed in ``mapInPandas`` by the model rebuilt from broadcast weights."""
+    weights = {k: v.numpy() for k, v in state_dict.items()}
+    n_features = int(weights["net.0.weight"].shape[1])
+    shared = rows.sparkSession.sparkContext.broadcast(weights)
+    method, samples, seed = uncertainty.method, uncertainty.mc_samples, uncertainty.seed
+
+    def predict(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        torch.set_num_threads(1)
+        model = build_model(n_features, settings)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in shared.value.items()})
+        for frame in frames:
+            if not len(frame):
+                continue
+            x = torch.from_numpy(np.stack(frame["features"].to_numpy()).astype(np.float32))
+            score, spread = predict_with_uncertainty(model, x, method, samples, seed)
+            yield pd.DataFrame(
+                {
+                    "example_id": frame["example_id"].astype(np.int64),
+                    "score": score,
+                    "uncertainty": spread,
+                }
+            )
+
+    return rows.select("example_id", "features").mapInPandas(
+        predict, "example_id long, score double, uncertainty double"
+    )
+
+
+def build_scores(
+    spark: SparkSession, examples: DataFrame, cfg: RecbatchConfig, end: datetime
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Train the production model and score the test-period examples; return the scores (lazy,
+    ``SCORES_COLUMNS``) and a summary (rows, cutoff, training and scoring figures)."""
+    fb, unc = cfg.feedback, cfg.uncertainty
+    settings = scored_model_settings(cfg.conversion, unc)
+    run_date = cfg.run_date or datetime.now(UTC).date()
+    cutoff, test_end = evaluation_cutoffs(end, fb.attribution_window_hours, settings.test_days)
+    work = f"{cfg.path('work')}/scores/{run_date.isoformat()}"
+    view = F.col("view_ts")
+    train_examples = examples.where(view < F.lit(cutoff)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        if train_examples.isEmpty():
+            raise ConversionInputError(
+                f"no examples viewed before the training cutoff {cutoff.isoformat()}: the log is "
+                "too short for the scores stage"
+            )
+        stats = feature_stats(train_examples)
+        features = feature_vector(stats)
+        cells, observation = fit_flip_model(train_examples, cutoff, fb)
+        flip_scored = score_at_cutoff(train_examples, cutoff, cells, observation, fb)
+        feature_rows = train_examples.select("example_id", features)
+        rows = weighted_training_rows(
+            flip_scored, feature_rows, fb.weighting, cfg, settings, cutoff
+        )
+        train_path = f"{work}/train"
+        with timed(log, f"writing the training set {train_path}"):
+            n_train = write_tensor_set(rows, train_path, settings)
+        with timed(log, f"training the {unc.method} conversion model on {n_train} rows"):
+            result = train(spark, train_path, len(stats), settings)
+    finally:
+        train_examples.unpersist()
+
+    test = examples.where((view >= F.lit(cutoff)) & (view < F.lit(test_end)))
+    test_path = f"{work}/test"
+    test.select(
+        "example_id",
+        "view_ts",
+        features,
+        F.col("conversion_ts").isNotNull().cast("int").alias("label"),
+    ).write.mode("overwrite").parquet(test_path)
+    test_rows = spark.read.parquet(test_path)
+    scored = score_with_uncertainty(test_rows, result["state_dict"], settings, unc)
+    version = model_version(cfg, run_date)
+    scores = scored.join(test_rows.select("example_id", "view_ts", "label"), "example_id").select(
+        F.lit(run_date).alias("run_date"),
+        F.lit(MODEL).alias("model"),
+        F.lit(version).alias("model_version"),
+        F.lit(unc.method).alias("uncertainty_method"),
+        "example_id",
+        "view_ts",
+        "score",
+        "uncertainty",
+        "label",
+    )
+    summary = {
+        "model_version": version,
+        "cutoff": cutoff,
+        "train_rows": n_train,
+        "train_rows_per_s": float(np.mean([e["rows_per_s"] for e in result["epochs"]])),
+    }
+    return scores, summary
+
+
+def write_scores(spark: SparkSession, scores: DataFrame, path: str, run_date: date) -> None:
+    """Replace the run date's rows of ``model`` in the Delta ``scores`` table (idempotent)."""
+    predicate = f"run_date = '{run_date.isoformat()}' AND model = '{MODEL}'"
+    replace_where(spark, scores.select(*SCORES_COLUMNS), path, predicate)
+
+
+def scores_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """Read ``examples``, write ``scores`` for the run date; return and log the summary with the
+    scoring cost of the configured estimator."""
+    path = cfg.table_path("examples")
+    if not is_delta_table(spark, path):
+        raise ConversionInputError(
+            f"no examples table at {path}: run build_examples (or the pipeline) first"
+        )
+    examples = spark.read.format("delta").load(path)
+    run_date = cfg.run_date or datetime.now(UTC).date()
+    scores, summary = build_scores(spark, examples, cfg, data_end(spark, cfg, examples))
+    out = cfg.table_path("scores")
+    start = time.monotonic()
+    write_scores(spark, scores, out, run_date)
+    seconds = time.monotonic() - start
+    written = (
+        spark.read.format("delta")
+        .load(out)
+        .where((F.col("run_date") == F.lit(run_date)) & (F.col("model") == MODEL))
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"))
+        .head()
+    )
+    summary.update(
+        rows=int(written["rows"]),
+        positives=int(written["positives"] or 0),
+        scoring_seconds=seconds,
+        scoring_rows_per_s=written["rows"] / seconds if seconds > 0 else float("nan"),
+        uncertainty_method=cfg.uncertainty.method,
+    )
+    log.info(
+        "scores: %d test examples (%d positive) scored with %s uncertainty in %.1fs "
+        "(%.0f rows/s incl. the Delta write) into %s; model %s",
+        summary["rows"],
+        summary["positives"],
+        cfg.uncertainty.method,
+        seconds,
+        summary["scoring_rows_per_s"],
+        out,
+        summary["model_version"],
+    )
+    return summary
