@@ -29,6 +29,12 @@ RUNTIME_PINS = [
     # Config: YAML files validated by pydantic (unknown keys are errors).
     "pyyaml==6.0.3",
     "pydantic==2.12.4",
+    # Thresholds (recbatch.thresholds): Clopper-Pearson bounds (scipy.stats.beta), isotonic
+    # calibration (sklearn.isotonic), reliability plots of bench/thresholds_eval.py. Verified to
+    # install beside numpy 1.26.4 / pandas 2.2.3 on Python 3.11 without moving any other pin.
+    "scipy==1.14.1",
+    "scikit-learn==1.5.2",
+    "matplotlib==3.9.2",
 ]
 
 DEV_PINS = [

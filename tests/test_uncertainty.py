@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,8 @@ from torch import nn
 
 from recbatch.config import ConversionSettings, UncertaintySettings
 from recbatch.feedback.conversion import ConversionMLP, bootstrap_weights
+from recbatch.thresholds.errors import ThresholdInputError
+from recbatch.thresholds.stage import decisions_stage, thresholds_stage
 from recbatch.uncertainty.estimators import UncertaintyModelError, predict_with_uncertainty
 from recbatch.uncertainty.scores import (
     SCORES_COLUMNS,
@@ -80,17 +84,29 @@ def test_model_shape_follows_the_uncertainty_method():
     assert (mc.heads, mc.dropout) == (1, 0.3)
 
 
-@pytest.mark.parametrize("method", ["heads", "mc_dropout"])
-def test_scores_stage_writes_labelled_scores_idempotently(spark, small_log_cfg, method):
-    cfg = small_log_cfg.model_copy(
+def _scored_cfg(base, method: str, run_date: str):
+    return base.model_copy(
         update={
-            "conversion": small_log_cfg.conversion.model_copy(
+            "run_date": date.fromisoformat(run_date),
+            "conversion": base.conversion.model_copy(
                 update={"epochs": 2, "batch_size": 128, "row_groups_per_trainer": 2}
             ),
             "uncertainty": UncertaintySettings(method=method, heads=4, mc_samples=8),
+            "thresholds": base.thresholds.model_copy(
+                update={"n_buckets": 3, "min_bucket_support": 40, "score_bins": 20}
+            ),
         }
     )
-    first = scores_stage(spark, cfg)
+
+
+@pytest.fixture(scope="module")
+def heads_run(spark, small_log_cfg):
+    """Scores by the heads estimator, written once for the run date 2026-02-01."""
+    cfg = _scored_cfg(small_log_cfg, "heads", "2026-02-01")
+    return cfg, scores_stage(spark, cfg)
+
+
+def _check_scores(spark, cfg, first, method):
     table = spark.read.format("delta").load(cfg.table_path("scores"))
     assert tuple(table.columns) == SCORES_COLUMNS
     rows = table.where(F.col("run_date") == F.lit(cfg.run_date))
@@ -121,7 +137,59 @@ def test_scores_stage_writes_labelled_scores_idempotently(spark, small_log_cfg, 
         | (F.col("label") != F.col("conversion_ts").isNotNull().cast("int"))
     )
     assert wrong.isEmpty(), "test-period examples only, with their true labels"
+    return stats["n"]
 
+
+def test_heads_scores_are_labelled_and_rewritten_idempotently(spark, heads_run):
+    cfg, first = heads_run
+    n = _check_scores(spark, cfg, first, "heads")
     again = scores_stage(spark, cfg)
     assert again["rows"] == first["rows"]
-    assert spark.read.format("delta").load(cfg.table_path("scores")).count() == stats["n"]
+    table = spark.read.format("delta").load(cfg.table_path("scores"))
+    assert table.where(F.col("run_date") == F.lit(cfg.run_date)).count() == n
+
+
+def test_thresholds_and_decisions_stages_apply_exactly_the_stored_rules(spark, heads_run):
+    cfg, _ = heads_run
+    summary = thresholds_stage(spark, cfg)
+    assert set(summary) == {"model_version", "per_bucket", "single"}
+    stored = spark.read.format("delta").load(cfg.table_path("thresholds"))
+    mine = stored.where(F.col("run_date") == F.lit(cfg.run_date))
+    assert sorted({r["method"] for r in mine.collect()}) == ["per_bucket", "single"]
+    assert mine.where("method = 'single'").count() == 1
+    assert mine.where("method = 'per_bucket'").count() == summary["per_bucket"]["buckets"]
+
+    counts = decisions_stage(spark, cfg)
+    decisions = spark.read.format("delta").load(cfg.table_path("decisions"))
+    scores = spark.read.format("delta").load(cfg.table_path("scores"))
+    assert counts["rows"] == scores.where(F.col("run_date") == F.lit(cfg.run_date)).count()
+    assert counts["unbucketed"] == 0
+    rules = mine.where("method = 'per_bucket'").select(
+        "bucket", "uncertainty_lo", "uncertainty_hi", "score_threshold"
+    )
+    d = decisions.where(F.col("run_date") == F.lit(cfg.run_date))
+    checked = d.join(
+        rules,
+        (d["uncertainty"] >= rules["uncertainty_lo"])
+        & (d["uncertainty"] < rules["uncertainty_hi"]),
+    )
+    assert checked.count() == counts["rows"], "each score falls in exactly one stored range"
+    mismatched = checked.where(
+        (d["bucket"] != rules["bucket"])
+        | (d["threshold"] != rules["score_threshold"])
+        | (d["accepted"] != (d["score"] >= rules["score_threshold"]))
+    )
+    assert mismatched.isEmpty()
+    assert decisions_stage(spark, cfg) == counts, "a re-run replaces the run date's rows"
+
+
+def test_thresholds_without_scores_for_the_run_date_is_a_clear_error(spark, heads_run):
+    cfg, _ = heads_run
+    other = cfg.model_copy(update={"run_date": date(2030, 1, 1)})
+    with pytest.raises(ThresholdInputError, match="run score_uncertainty"):
+        thresholds_stage(spark, other)
+
+
+def test_mc_dropout_scores_are_labelled(spark, small_log_cfg):
+    cfg = _scored_cfg(small_log_cfg, "mc_dropout", "2026-02-02")
+    _check_scores(spark, cfg, scores_stage(spark, cfg), "mc_dropout")

@@ -37,6 +37,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# After _Section: the thresholds package defines its own section on it (settings.py imports it).
+from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
+
+
 def _require_offset(value: datetime | None, section: str, info: ValidationInfo) -> datetime | None:
     """Times in config are instants: a naive one would silently mean the machine's time zone."""
     if value is not None and value.tzinfo is None:
@@ -225,6 +229,7 @@ class RecbatchConfig(_Section):
     feedback: FeedbackSettings = FeedbackSettings()
     conversion: ConversionSettings = ConversionSettings()
     uncertainty: UncertaintySettings = UncertaintySettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""

@@ -1,8 +1,9 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
 Stages so far: generate (embedded default only) -> ingest -> examples -> flip model and training
-weights -> conversion model (trained and evaluated per weighting method). Later stages join this
-list.
+weights -> conversion model (trained and evaluated per weighting method) -> scores with
+uncertainty -> thresholds per uncertainty bucket -> decisions. The graph stages (BLADE) join this
+list once GraphFrames' jars can be installed (README, Known issues).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from recbatch.feedback.conversion import conversion_stage
 from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import flip_weights_stage
 from recbatch.log import get_logger, timed
+from recbatch.thresholds.stage import decisions_stage, thresholds_stage
+from recbatch.uncertainty.scores import scores_stage
 
 log = get_logger(__name__)
 
@@ -33,6 +36,12 @@ def run_pipeline(spark: SparkSession, cfg: RecbatchConfig, *, generate_input: bo
         flip_weights_stage(spark, cfg)
     with timed(log, "stage conversion model"):
         conversion_stage(spark, cfg)
+    with timed(log, "stage scores with uncertainty"):
+        scores_stage(spark, cfg)
+    with timed(log, "stage thresholds"):
+        thresholds_stage(spark, cfg)
+    with timed(log, "stage decisions"):
+        decisions_stage(spark, cfg)
     return report
 
 
@@ -46,8 +55,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             f"  ingest:     {report.summary()}",
             f"  events:     {report.events_table}   (Delta, partitioned by event_date)",
             f"  quarantine: {report.quarantine_table}   (Delta, reason + source of each bad row)",
-            "  examples, flip_model, flip_calibration, training_weights, conversion_metrics:"
-            f" {cfg.path('tables')}/",
+            "  examples, flip_model, flip_calibration, training_weights, conversion_metrics,"
+            f" scores, thresholds, decisions: {cfg.path('tables')}/",
             f"  raw input:  {report.input_path}",
             f"  truth:      {cfg.path('ground_truth')}   (Parquet: views, item/category relations)",
             "",
@@ -60,6 +69,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, report: IngestReport) 
             "  ./spark-submit.sh sql 'SELECT signal_state, elapsed_bucket, negatives, z FROM"
             " {flip_model} ORDER BY 1, 2'",
             "  ./spark-submit.sh sql 'SELECT * FROM {conversion_metrics}'",
+            "  ./spark-submit.sh sql 'SELECT method, bucket, uncertainty_lo, uncertainty_hi,"
+            " score_threshold, expected_precision, expected_recall FROM {thresholds}'",
             "  ({name} stands for the Delta table name of this config; the paths above work in"
             " any Spark SQL as delta.`<path>`)",
         ]
