@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -112,11 +112,21 @@ def score_with_uncertainty(
     )
 
 
+class BuiltScores(NamedTuple):
+    scores: DataFrame
+    """Lazy, ``SCORES_COLUMNS``."""
+    summary: dict[str, Any]
+    """Model version, cutoff, training rows and rows/s."""
+    state_dict: dict[str, torch.Tensor]
+    """The trained weights (benchmarks rescore with them)."""
+    test_rows: DataFrame
+    """The scored examples' tensors (``example_id``, ``view_ts``, ``features``, ``label``)."""
+
+
 def build_scores(
     spark: SparkSession, examples: DataFrame, cfg: RecbatchConfig, end: datetime
-) -> tuple[DataFrame, dict[str, Any]]:
-    """Train the production model and score the test-period examples; return the scores (lazy,
-    ``SCORES_COLUMNS``) and a summary (rows, cutoff, training and scoring figures)."""
+) -> BuiltScores:
+    """Train the production model and score the test-period examples."""
     fb, unc = cfg.feedback, cfg.uncertainty
     settings = scored_model_settings(cfg.conversion, unc)
     run_date = cfg.run_date or datetime.now(UTC).date()
@@ -174,7 +184,7 @@ def build_scores(
         "train_rows": n_train,
         "train_rows_per_s": float(np.mean([e["rows_per_s"] for e in result["epochs"]])),
     }
-    return scores, summary
+    return BuiltScores(scores, summary, result["state_dict"], test_rows)
 
 
 def write_scores(spark: SparkSession, scores: DataFrame, path: str, run_date: date) -> None:
@@ -193,7 +203,7 @@ def scores_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         )
     examples = spark.read.format("delta").load(path)
     run_date = cfg.run_date or datetime.now(UTC).date()
-    scores, summary = build_scores(spark, examples, cfg, data_end(spark, cfg, examples))
+    scores, summary, _, _ = build_scores(spark, examples, cfg, data_end(spark, cfg, examples))
     out = cfg.table_path("scores")
     start = time.monotonic()
     write_scores(spark, scores, out, run_date)
