@@ -321,12 +321,17 @@ def test_hazard_smoothing_and_delay_cdf_on_hand_made_rows(spark: SparkSession) -
         for r in fit_hazard(training, settings).collect()
     }
     assert len(z) == 16
-    assert z["none", 0]["prior_rate"] == pytest.approx(2 / 40)  # the state's pooled rate
-    assert z["none", 0]["z"] == pytest.approx((2 + 10 * 0.05) / (10 + 10))
-    assert z["none", 1]["z"] == pytest.approx((0 + 10 * 0.05) / (30 + 10))
-    assert z["none", 3]["z"] == pytest.approx(0.05)  # empty cell: the state's rate
+    # rates: overall 6/44; states none 2/40, cart 4/4, others unseen (-> 6/44);
+    # buckets 0: 6/14, 1: 0/30, 2 and 3 unseen (-> 6/44). Prior = state x bucket / overall.
+    overall, none, bucket0 = 6 / 44, 2 / 40, 6 / 14
+    assert z["none", 0]["prior_rate"] == pytest.approx(none * bucket0 / overall)
+    assert z["none", 0]["z"] == pytest.approx((2 + 10 * none * bucket0 / overall) / (10 + 10))
+    assert z["none", 1]["prior_rate"] == 0.0 and z["none", 1]["z"] == 0.0
+    assert z["none", 3]["z"] == pytest.approx(none)  # empty cell of an unseen bucket
+    assert z["cart", 0]["prior_rate"] == 1.0, "capped at 1"
     assert z["cart", 0]["z"] == pytest.approx(1.0) and z["cart", 2]["z"] == pytest.approx(1.0)
-    assert z["fav", 1]["z"] == pytest.approx(6 / 44)  # a state never seen: the overall rate
+    assert z["fav", 2]["z"] == pytest.approx(overall)  # state and bucket unseen: overall rate
+    assert z["fav", 0]["z"] == pytest.approx(bucket0)  # state unseen: the bucket's rate
     assert (z["none", 0]["negatives"], z["none", 0]["flips"], z["fav", 1]["negatives"]) == (
         10,
         2,
@@ -355,8 +360,7 @@ def test_flip_model_recovers_a_known_law(
 
     The tolerance (0.01 + 4 standard errors of the cell) is checked to have power: the models that
     ignore the signal state (pooled over states per bucket) or the elapsed time (a state's pooled
-    rate, ``prior_rate``) miss the truth by several tolerances in some cell, so either mistake
-    fails this test.
+    rate) miss the truth by several tolerances in some cell, so either mistake fails this test.
     """
     _assert_no_future_leakage(sim_training, sim)
     cells = sim_models[0].toPandas()
@@ -367,6 +371,8 @@ def test_flip_model_recovers_a_known_law(
     cells["tolerance"] = 0.01 + 4 * np.sqrt(cells.true_z * (1 - cells.true_z) / cells.negatives)
     pooled = cells.groupby("elapsed_bucket")[["flips", "negatives"]].transform("sum")
     cells["no_signal_z"] = pooled.flips / pooled.negatives
+    by_state = cells.groupby("signal_state")[["flips", "negatives"]].transform("sum")
+    cells["state_z"] = by_state.flips / by_state.negatives
     cells["error"] = cells.z - cells.true_z
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\nrecovered vs true z per cell:")
@@ -383,6 +389,7 @@ def test_flip_model_recovers_a_known_law(
                     "error",
                     "tolerance",
                     "prior_rate",
+                    "state_z",
                     "no_signal_z",
                 ]
             ].to_string(index=False, float_format=lambda v: f"{v:.4f}")
@@ -391,7 +398,7 @@ def test_flip_model_recovers_a_known_law(
     assert (cells.error.abs() <= cells.tolerance).all()
     # power: ignoring the signal state or the elapsed time would fail the check above
     assert ((cells.no_signal_z - cells.true_z).abs() / cells.tolerance).max() > 3
-    assert ((cells.prior_rate - cells.true_z).abs() / cells.tolerance).max() > 3
+    assert ((cells.state_z - cells.true_z).abs() / cells.tolerance).max() > 3
 
     z = cells.pivot(index="elapsed_bucket", columns="signal_state", values="z")
     assert (z["cart"] > z["fav"]).all() and (z["fav"] > z["revisit"]).all()
