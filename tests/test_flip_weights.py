@@ -421,6 +421,7 @@ def test_observation_probability_is_the_delay_cdf(sim_models: tuple[DataFrame, D
 def test_calibration_on_a_heldout_counterfactual_cutoff(sim_training: DataFrame) -> None:
     fit_rows, heldout = split_holdout(sim_training)
     assert set(r["cf_index"] for r in fit_rows.select("cf_index").distinct().collect()) == {1, 2}
+    assert fit_rows.join(heldout, "example_id").isEmpty(), "no example on both sides"
     cells = fit_hazard(fit_rows, SIM)
     observation = _unit_observation(sim_training.sparkSession)
     scored = apply_flip_model(heldout, cells, observation, SIM)
@@ -436,6 +437,18 @@ def test_calibration_on_a_heldout_counterfactual_cutoff(sim_training: DataFrame)
         calibration(scored.withColumn("flip_probability", F.lit(0.0)))
     )
     assert baseline["all"] > 0.05
+
+
+def test_holdout_keeps_examples_seen_at_the_heldout_cutoff_out_of_the_fit(
+    spark: SparkSession,
+) -> None:
+    """Overlapping cutoffs (step < W) see a young example twice: it must not be on both sides."""
+    rows = spark.createDataFrame(
+        [(1, 0), (2, 0), (2, 1), (3, 1), (4, 2)], "example_id long, cf_index int"
+    )
+    fit_rows, heldout = split_holdout(rows)
+    assert sorted(r["example_id"] for r in heldout.collect()) == [1, 2]
+    assert sorted((r["example_id"], r["cf_index"]) for r in fit_rows.collect()) == [(3, 1), (4, 2)]
 
 
 def _unit_observation(spark: SparkSession) -> DataFrame:

@@ -209,9 +209,18 @@ def counterfactual_training_set(
 
 def split_holdout(training: DataFrame, heldout_index: int = 0) -> tuple[DataFrame, DataFrame]:
     """``(fit rows, held-out rows)``: the held-out counterfactual cutoff (by default the latest,
-    ``k = 0``) is not used for fitting, so calibration is measured out of time."""
+    ``k = 0``) is not used for fitting, so calibration is measured out of time.
+
+    The fit also leaves out every example that is in the held-out rows: cutoffs ``step`` apart
+    with a window ``W > step`` see the same young example several times, and fitting on one of its
+    copies would let the held-out check grade the model partly on rows it has seen.
+    """
     k = F.col("cf_index")
-    return training.filter(k != heldout_index), training.filter(k == heldout_index)
+    heldout = training.filter(k == heldout_index)
+    fit = training.filter(k != heldout_index).join(
+        heldout.select("example_id"), "example_id", "left_anti"
+    )
+    return fit, heldout
 
 
 # --- the hazard learner --------------------------------------------------------------------------
