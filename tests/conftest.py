@@ -22,6 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Petastorm 0.13 on the pinned pyarrow 14 (setup.py says why): known, harmless deprecations.
     config.addinivalue_line("filterwarnings", "ignore:.*deprecated as of pyarrow.*:FutureWarning")
     config.addinivalue_line("filterwarnings", "ignore::ResourceWarning")
+    # matplotlib 3.9 (pinned beside numpy 1.x) calls pyparsing's camelCase names, deprecated in 3.3.
+    config.addinivalue_line("filterwarnings", "ignore:.*deprecated - use.*:DeprecationWarning")
 
 
 def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:

@@ -58,7 +58,8 @@ def run_job(
         main(cfg, args)
     except (ConfigError, RecbatchError) as err:
         log.error("%s", err)
-        sys.exit(2 if isinstance(err, ConfigError) else 1)
+        # An error class may name its own status (e.g. 75, "try later", for a held run lock).
+        sys.exit(2 if isinstance(err, ConfigError) else getattr(err, "exit_code", 1))
 
 
 def _launch_args_main(argv: Sequence[str] | None = None) -> None:

@@ -219,6 +219,19 @@ class UncertaintySettings(_Section):
     seed: int = Field(11, ge=0, description="MC-dropout sampling seed")
 
 
+class RunSettings(_Section):
+    """Run records and the per-run-date lock of the pipeline (recbatch/runs.py, docs/operations.md)."""
+
+    lock_dir: str | None = Field(
+        None,
+        description="POSIX directory every submitting machine sees; relative to data_root; "
+        "default <data_root>/locks",
+    )
+    lock_ttl_minutes: float = Field(
+        30.0, gt=0, description="a lock whose owner has not refreshed it this long is stale"
+    )
+
+
 class RecbatchConfig(_Section):
     env: str = "local"
     run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
@@ -230,6 +243,7 @@ class RecbatchConfig(_Section):
     conversion: ConversionSettings = ConversionSettings()
     uncertainty: UncertaintySettings = UncertaintySettings()
     thresholds: ThresholdSettings = ThresholdSettings()
+    runs: RunSettings = RunSettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""
@@ -283,7 +297,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         keys = [*keys[:2], ".".join(keys[2:])]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # PyYAML raises a bare ValueError for 2026-02-30
         raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from err
     return keys, value
 
@@ -310,7 +324,7 @@ def load_config(
         raise ConfigError(f"config file not found: {path}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # e.g. an impossible date such as 2026-02-30
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")

@@ -1,0 +1,333 @@
+"""The report's Spark aggregations: DataFrame API in, a handful of rows out.
+
+Rows never reach the driver: every function here ends in a ``groupBy``/``agg`` whose result is
+bounded by the number of stages, reasons, buckets or bins (at most a few hundred rows), and the
+driver-side arithmetic (cumulative sums for a PR curve) works on that. The bucket and bin
+expressions are ``thresholds.aggregate.edge_index``, the same ``CASE WHEN`` tree the thresholds
+are fitted and applied with, so a row lands in the same bucket here as in ``decisions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from recbatch.report.tables import for_run_date, run_date_filter
+from recbatch.thresholds.aggregate import edge_index, finite
+
+SCORED_MODEL = "conversion"
+"""The model the ``scores`` and ``thresholds`` stages write (their ``MODEL``; not imported from
+``uncertainty.scores``, which would load torch just to draw a report)."""
+
+QUANTILE_ACCURACY = 10_000
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """Rows of one stage's table: all of them, and those of the run date (None: no run_date)."""
+
+    stage: str
+    table: str
+    rows: int | None
+    run_rows: int | None
+    present: bool
+
+
+def count_rows(frame: DataFrame, run_date: date) -> tuple[int, int | None]:
+    """``(rows, rows of the run date)`` in one aggregation; the second is None without a
+    ``run_date`` column (events and examples accumulate, they belong to no single run)."""
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    if "run_date" in frame.columns:
+        aggs.append(F.sum(run_date_filter(frame, run_date).cast("long")).alias("run_rows"))
+    row = frame.agg(*aggs).head()
+    run_rows = int(row["run_rows"] or 0) if "run_date" in frame.columns else None
+    return int(row["rows"]), run_rows
+
+
+def quarantine_reasons(quarantine: DataFrame, run_date: date) -> pd.DataFrame:
+    """``reason, rows, run_rows`` (rows quarantined by this run date's ingest), most first."""
+    rows = (
+        quarantine.groupBy("reason")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(run_date_filter(quarantine, run_date).cast("long")).alias("run_rows"),
+        )
+        .collect()
+    )
+    frame = pd.DataFrame([r.asDict() for r in rows], columns=["reason", "rows", "run_rows"])
+    return frame.sort_values(["rows", "reason"], ascending=[False, True], ignore_index=True)
+
+
+RUN_COLUMNS = ("run_id", "run_date", "stage", "started_at")
+"""What the stage timeline needs from the ``runs`` table; its other columns are shown if present."""
+RUN_OPTIONAL = ("status", "ended_at", "seconds", "rows_in", "rows_out", "error")
+
+
+def latest_run(runs: DataFrame, run_date: date) -> tuple[str, pd.DataFrame] | None:
+    """The run date's latest run (the one whose first stage started last) and its stages.
+
+    Returns ``(run_id, stages)`` with ``start_s``/``end_s`` (epoch seconds, for the timeline
+    bars), the times as UTC text, and the optional columns that exist; None without a run."""
+    started = F.col("started_at").cast("timestamp")
+    mine = for_run_date(runs, run_date)
+    first = (
+        mine.groupBy("run_id")
+        .agg(F.min(started).alias("first_start"))
+        .orderBy(F.col("first_start").desc_nulls_last(), F.col("run_id").cast("string").desc())
+        .limit(1)
+        .collect()
+    )
+    if not first:
+        return None
+    run_id = first[0]["run_id"]
+    optional = [c for c in RUN_OPTIONAL if c in runs.columns]
+    # Stages recorded in the same instant (skipped ones) keep the pipeline's order.
+    order = [F.col("stage_index")] if "stage_index" in runs.columns else []
+    ended = F.col("ended_at") if "ended_at" in runs.columns else F.lit(None)
+    ended = ended.cast("timestamp")
+    stages = (
+        mine.where(F.col("run_id") == F.lit(run_id))
+        .select(
+            F.col("stage").cast("string").alias("stage"),
+            *[F.col(c) for c in optional if c not in ("ended_at",)],
+            F.date_format(started, "yyyy-MM-dd HH:mm:ss").alias("started"),
+            F.date_format(ended, "HH:mm:ss").alias("ended"),
+            (F.unix_micros(started) / 1e6).alias("start_s"),
+            (F.unix_micros(ended) / 1e6).alias("end_s"),
+        )
+        .orderBy(F.col("start_s").asc_nulls_last(), *order, "stage")
+        .collect()
+    )
+    return str(run_id), pd.DataFrame([r.asDict() for r in stages])
+
+
+def small_table(
+    frame: DataFrame, columns: Sequence[str | Column], order: Sequence[str | Column]
+) -> pd.DataFrame:
+    """Rows of a table that is small by construction (flip cells, calibration scopes, metric
+    rows, one run's thresholds), collected in one job; empty when there are none."""
+    selected = frame.select(*columns)
+    rows = selected.orderBy(*order).collect()
+    return pd.DataFrame([r.asDict() for r in rows], columns=selected.columns)
+
+
+# --- scores and thresholds ----------------------------------------------------------------------
+
+
+def run_scores(scores: DataFrame, run_date: date) -> DataFrame:
+    """The run date's conversion scores (lazy)."""
+    mine = for_run_date(scores, run_date)
+    if "model" in scores.columns:
+        mine = mine.where(F.col("model") == SCORED_MODEL)
+    return mine
+
+
+def model_versions(scores: DataFrame) -> list[str]:
+    """The model versions among the run's scores (the stage writes exactly one)."""
+    return sorted(r[0] for r in scores.select("model_version").distinct().limit(5).collect())
+
+
+def valid_score(score: str = "score", label: str = "label") -> Column:
+    """Rows a PR curve or a reliability bin can use: a finite score and a 0/1 label."""
+    return finite(F.col(score).cast("double")) & F.col(label).cast("double").isin(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BucketRange:
+    """One stored uncertainty bucket ``[lo, hi)`` and its stored score threshold."""
+
+    bucket: int
+    lo: float
+    hi: float
+    threshold: float
+
+
+def bucket_ranges(stored: pd.DataFrame, method: str = "per_bucket") -> list[BucketRange]:
+    """The buckets of one stored rule, in order, from the run's collected thresholds rows."""
+    rows = stored[stored["method"] == method].sort_values("bucket")
+    return [
+        BucketRange(
+            int(r.bucket),
+            float(r.uncertainty_lo),
+            float(r.uncertainty_hi),
+            float(r.score_threshold),
+        )
+        for r in rows.itertuples()
+    ]
+
+
+def _bucket_column(buckets: Sequence[BucketRange]) -> Column:
+    """The stored bucket of a row: ``edge_index`` on the inner edges, as ``apply_thresholds``."""
+    uncertainty = F.col("uncertainty").cast("double")
+    inner = [b.lo for b in buckets[1:]]
+    return F.when(finite(uncertainty), edge_index(uncertainty, inner))
+
+
+def _decile_edges(frame: DataFrame, bins: int) -> dict[int, list[float]]:
+    """Per bucket, the score quantiles that cut it into ``bins`` equal-count bins (ties merge)."""
+    probabilities = [i / bins for i in range(1, bins)]
+    rows = (
+        frame.groupBy("_bucket")
+        .agg(F.percentile_approx("_score", probabilities, QUANTILE_ACCURACY).alias("q"))
+        .collect()
+    )
+    return {int(r["_bucket"]): sorted(set(map(float, r["q"] or []))) for r in rows}
+
+
+def reliability_bins(
+    scores: DataFrame, buckets: Sequence[BucketRange], bins: int = 10
+) -> tuple[pd.DataFrame, int]:
+    """Per stored uncertainty bucket and score decile: rows, mean score, observed positive rate.
+
+    Returns ``(bins frame, rows excluded)``; excluded rows have no finite score/uncertainty or a
+    label that is not 0/1 (``apply_thresholds`` gives them no bucket either). Two passes: the
+    per-bucket deciles (``percentile_approx``), then one ``groupBy(bucket, decile)``."""
+    prepared = scores.select(
+        F.when(valid_score(), _bucket_column(buckets)).alias("_bucket"),
+        F.col("score").cast("double").alias("_score"),
+        F.col("label").cast("double").alias("_label"),
+    )
+    valid = prepared.where(F.col("_bucket").isNotNull())
+    edges = _decile_edges(valid, bins)
+    decile = F.coalesce(
+        *[F.when(F.col("_bucket") == b, edge_index(F.col("_score"), e)) for b, e in edges.items()],
+        F.lit(None).cast("int"),
+    )
+    rows = (
+        prepared.groupBy("_bucket", F.when(F.col("_bucket").isNotNull(), decile).alias("_bin"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.avg("_score").alias("mean_score"),
+            F.avg("_label").alias("positive_rate"),
+        )
+        .collect()
+    )
+    frame = pd.DataFrame(
+        [r.asDict() for r in rows],
+        columns=["_bucket", "_bin", "rows", "mean_score", "positive_rate"],
+    ).rename(columns={"_bucket": "bucket", "_bin": "bin"})
+    excluded = int(frame.loc[frame["bucket"].isna(), "rows"].sum())
+    frame = frame[frame["bucket"].notna()].astype({"bucket": int, "bin": int})
+    return frame.sort_values(["bucket", "bin"], ignore_index=True), excluded
+
+
+def score_histogram(scores: DataFrame, bins: int = 200) -> tuple[pd.DataFrame, int]:
+    """Rows and positives per score bin (quantile edges), highest scores last.
+
+    Returns ``(histogram, rows excluded)`` with columns ``bin``, ``lo`` (the lowest score in the
+    bin: accepting ``score >= lo`` accepts this bin and every higher one), ``rows``,
+    ``positives``. Quantile edges put the curve's points where the scores are."""
+    prepared = scores.select(
+        F.when(valid_score(), F.col("score").cast("double")).alias("_score"),
+        F.col("label").cast("double").alias("_label"),
+    )
+    quantiles = [i / bins for i in range(1, bins)]
+    row = (
+        prepared.where(F.col("_score").isNotNull())
+        .agg(F.percentile_approx("_score", quantiles, QUANTILE_ACCURACY).alias("q"))
+        .head()
+    )
+    edges = sorted(set(map(float, row["q"] or [])))
+    rows = (
+        prepared.groupBy(edge_index(F.col("_score"), edges).alias("bin"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum("_label").alias("positives"),
+            F.min("_score").alias("lo"),
+        )
+        .collect()
+    )
+    frame = pd.DataFrame([r.asDict() for r in rows], columns=["bin", "rows", "positives", "lo"])
+    excluded = int(frame.loc[frame["bin"].isna(), "rows"].sum())
+    frame = frame[frame["bin"].notna()].astype({"bin": int, "rows": int, "positives": int})
+    return frame.sort_values("bin", ignore_index=True)[["bin", "lo", "rows", "positives"]], excluded
+
+
+def pr_curve(histogram: pd.DataFrame) -> pd.DataFrame:
+    """Precision and recall of every threshold ``score >= lo`` of a ``score_histogram``.
+
+    Why on the driver: after the histogram it is a cumulative sum over at most ``bins`` rows.
+    Rows go from the strictest threshold (highest bin) to accepting everything, whose precision
+    is the positive rate. Empty without positives (recall is undefined)."""
+    ordered = histogram.sort_values("lo", ascending=False, ignore_index=True)
+    positives = int(ordered["positives"].sum())
+    if positives == 0 or ordered.empty:
+        return pd.DataFrame(
+            columns=["threshold", "accepted", "true_positives", "precision", "recall"]
+        )
+    accepted = ordered["rows"].cumsum().to_numpy()
+    true_positives = ordered["positives"].cumsum().to_numpy()
+    return pd.DataFrame(
+        {
+            "threshold": ordered["lo"].to_numpy(dtype=float),
+            "accepted": accepted,
+            "true_positives": true_positives,
+            "precision": true_positives / accepted,
+            "recall": true_positives / positives,
+        }
+    )
+
+
+def average_precision(curve: pd.DataFrame) -> float | None:
+    """Step-wise area under the PR curve, ``sum (R_k - R_k-1) * P_k`` over its points."""
+    if curve.empty:
+        return None
+    recall = np.concatenate([[0.0], curve["recall"].to_numpy(dtype=float)])
+    return float(np.sum(np.diff(recall) * curve["precision"].to_numpy(dtype=float)))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A stored rule measured on its evaluation split, summed over its buckets."""
+
+    method: str
+    buckets: int
+    accepted: int
+    true_positives: int
+    positives: int
+    target_precision: float | None
+    certified_precision_lb: float | None
+
+    @property
+    def precision(self) -> float | None:
+        """None when the rule accepts nothing (every threshold ``+inf``)."""
+        return self.true_positives / self.accepted if self.accepted else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.true_positives / self.positives if self.positives else None
+
+
+def operating_points(thresholds: DataFrame) -> list[OperatingPoint]:
+    """Per stored method: sums of the evaluation counts over its buckets (one aggregation)."""
+    rows = (
+        thresholds.groupBy("method")
+        .agg(
+            F.count(F.lit(1)).alias("buckets"),
+            F.sum("eval_accepted").alias("accepted"),
+            F.sum("eval_true_positives").alias("true_positives"),
+            F.sum("eval_positives").alias("positives"),
+            F.max("target_precision").alias("target_precision"),
+            F.max("certified_precision_lb").alias("certified_precision_lb"),
+        )
+        .orderBy("method")
+        .collect()
+    )
+    return [
+        OperatingPoint(
+            method=r["method"],
+            buckets=int(r["buckets"]),
+            accepted=int(r["accepted"] or 0),
+            true_positives=int(r["true_positives"] or 0),
+            positives=int(r["positives"] or 0),
+            target_precision=r["target_precision"],
+            certified_precision_lb=r["certified_precision_lb"],
+        )
+        for r in rows
+    ]

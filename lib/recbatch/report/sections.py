@@ -1,0 +1,585 @@
+"""The report's six sections, each from its own tables; a missing table becomes a one-line note.
+
+A section builder takes the ``ReportContext`` and returns a ``Section``; it writes its PNGs into
+the context's folder and refers to them by file name. Sections 4 and 5 share one ``ScoredRun``
+(the run date's scores, their model version and the matching stored thresholds), so the scores'
+model version is looked up once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from recbatch.report import aggregates as agg
+from recbatch.report import html, plots
+from recbatch.report.html import Section
+from recbatch.report.tables import ReportContext, for_run_date, latest_run_date
+
+TITLES = {
+    "counts": "1. Pipeline row counts and quarantine",
+    "feedback": "2. Delayed feedback: flip probability by elapsed time",
+    "conversion": "3. Conversion model by weighting method",
+    "reliability": "4. Reliability per uncertainty bucket",
+    "pr": "5. Precision-recall: one threshold vs per-bucket thresholds",
+    "blade": "6. BLADE: degree-bucket quality vs fixed fan-out",
+}
+
+STAGE_TABLES = (
+    ("ingest", "events"),
+    ("ingest", "quarantine"),
+    ("examples", "examples"),
+    ("flip model + weights", "training_weights"),
+    ("scores", "scores"),
+    ("decisions", "decisions"),
+)
+
+FLIP_COLUMNS = (
+    "run_date",
+    "signal_state",
+    "elapsed_bucket",
+    "bucket_lo_hours",
+    "bucket_hi_hours",
+    "negatives",
+    "flips",
+    "z",
+    "s_upper",
+    "s",
+    "cutoff",
+)
+CALIBRATION_COLUMNS = ("run_date", "scope", "n", "mean_predicted", "observed_rate", "ece")
+METRIC_COLUMNS = (
+    "run_date",
+    "method",
+    "train_rows",
+    "test_rows",
+    "test_positives",
+    "auc",
+    "pr_auc",
+    "log_loss",
+    "ri_auc",
+    "train_seconds",
+)
+SCORE_COLUMNS = ("run_date", "model_version", "score", "uncertainty", "label")
+THRESHOLD_COLUMNS = (
+    "model_version",
+    "run_date",
+    "method",
+    "bucket",
+    "uncertainty_lo",
+    "uncertainty_hi",
+    "score_threshold",
+    "target_precision",
+    "certified_precision_lb",
+    "expected_precision",
+    "expected_precision_lo",
+    "expected_precision_hi",
+    "expected_recall",
+    "expected_recall_lo",
+    "expected_recall_hi",
+    "eval_rows",
+    "eval_positives",
+    "eval_accepted",
+    "eval_true_positives",
+)
+
+
+def missing_note(ctx: ReportContext, name: str) -> str:
+    return html.note(f"Skipped: no {name} table at {ctx.table_path(name)} (its stage has not run).")
+
+
+def no_rows_note(ctx: ReportContext, name: str, frame: DataFrame) -> str:
+    """Say which run date the table does have, so a date mix-up is visible at once."""
+    latest = latest_run_date(frame)
+    found = f"latest run date in it: {latest}" if latest else "the table is empty"
+    return html.note(
+        f"Skipped: the {name} table has no rows for run date {ctx.run_date.isoformat()} ({found})."
+    )
+
+
+def run_table(
+    ctx: ReportContext,
+    name: str,
+    required: tuple[str, ...],
+    columns: list[str | Column],
+    order: list[str | Column],
+) -> pd.DataFrame | str:
+    """The run date's rows of a small table, collected in one job, or the note that replaces
+    the part that needs them (no table, or no rows for the date)."""
+    frame = ctx.table(name, required)
+    if frame is None:
+        return missing_note(ctx, name)
+    rows = agg.small_table(for_run_date(frame, ctx.run_date), columns, order)
+    return no_rows_note(ctx, name, frame) if rows.empty else rows
+
+
+# --- 1. row counts, quarantine, the latest run ----------------------------------------------------
+
+
+def counts_section(ctx: ReportContext) -> Section:
+    counts = []
+    for stage, name in STAGE_TABLES:
+        frame = ctx.table(name)
+        if frame is None:
+            counts.append(agg.RowCount(stage, name, None, None, present=False))
+            continue
+        total, of_run = agg.count_rows(frame, ctx.run_date)
+        counts.append(agg.RowCount(stage, name, total, of_run, present=True))
+    body = [
+        html.paragraph(
+            "Rows in each stage's Delta table. <em>Run date</em> counts the rows written for "
+            f"{ctx.run_date.isoformat()}; events and examples accumulate across runs and have no "
+            "run date, so their bar shows the whole table."
+        ),
+        _counts_table(counts),
+        "<h3>Quarantine by reason</h3>",
+        _quarantine(ctx),
+        "<h3>Latest run: stage timeline</h3>",
+        _timeline(ctx),
+    ]
+    return html.Section("counts", TITLES["counts"], "\n".join(body))
+
+
+def _counts_table(counts: list[agg.RowCount]) -> str:
+    shown = [c.run_rows if c.run_rows is not None else c.rows for c in counts]
+    top = max([s for s in shown if s] or [1])
+    rows = []
+    for count, value in zip(counts, shown, strict=True):
+        if not count.present:
+            rows.append([html.text(count.stage), html.text(count.table), "—", "—", "table missing"])
+            continue
+        rows.append(
+            [
+                html.text(count.stage),
+                html.text(count.table),
+                html.number(count.run_rows),
+                html.number(count.rows),
+                html.bar((value or 0) / top),
+            ]
+        )
+    columns = ["stage", "table", "rows (run date)", "rows (whole table)", ""]
+    return html.table(columns, rows, numeric=columns[2:4])
+
+
+def _quarantine(ctx: ReportContext) -> str:
+    quarantine = ctx.table("quarantine", ("reason", "run_date"))
+    if quarantine is None:
+        return missing_note(ctx, "quarantine")
+    reasons = agg.quarantine_reasons(quarantine, ctx.run_date)
+    if reasons.empty:
+        return html.paragraph("No row has been quarantined: every ingested row was valid.")
+    total = int(reasons["rows"].sum())
+    rows = [
+        [
+            html.text(r.reason),
+            html.number(int(r.rows)),
+            html.number(int(r.run_rows)),
+            html.number(r.rows / total, 3),
+        ]
+        for r in reasons.itertuples()
+    ]
+    columns = ["reason", "rows", "of which this run date", "share"]
+    return html.table(columns, rows, numeric=columns[1:])
+
+
+def _timeline(ctx: ReportContext) -> str:
+    """The latest run's stages from the optional ``runs`` table. Its layout is still settling,
+    so a missing column is a note here, not a failure of the whole report."""
+    runs = ctx.table("runs")
+    if runs is None:
+        return html.note(
+            "Skipped: no runs table yet (the stage timeline appears once the pipeline records its runs)."
+        )
+    missing = [c for c in agg.RUN_COLUMNS if c not in runs.columns]
+    if missing:
+        return html.note(
+            f"Skipped: the runs table lacks {', '.join(missing)} (has: {', '.join(runs.columns)})."
+        )
+    latest = agg.latest_run(runs, ctx.run_date)
+    if latest is None:
+        return no_rows_note(ctx, "runs", runs)
+    run_id, stages = latest
+    return html.paragraph(
+        f"Run <code>{html.text(run_id)}</code>, stages in start order."
+    ) + _stage_rows(stages)
+
+
+def _stage_rows(stages: pd.DataFrame) -> str:
+    starts = stages["start_s"].dropna()
+    ends = pd.concat([stages["end_s"].dropna(), starts])
+    origin = float(starts.min()) if len(starts) else 0.0
+    length = max(float(ends.max()) - origin, 1e-9) if len(ends) else 1.0
+    optional = [c for c in ("status", "seconds", "rows_in", "rows_out") if c in stages.columns]
+    rows = []
+    for stage in stages.to_dict("records"):
+        start, end = stage["start_s"], stage["end_s"]
+        if pd.isna(end):  # still running, or a layout without ended_at: its seconds, if any
+            seconds = stage.get("seconds")
+            end = start + float(seconds) if seconds is not None and not pd.isna(seconds) else start
+        timeline = (
+            ""
+            if pd.isna(start)
+            else html.span((start - origin) / length, (end - start) / length, stage.get("status"))
+        )
+        cells = [html.text(stage["stage"])]
+        for column in optional:
+            value = stage[column]
+            css = (
+                ' class="status-failed"'
+                if column == "status" and str(value).lower() in ("failed", "error")
+                else ""
+            )
+            cells.append(
+                f"<span{css}>{html.text(value)}</span>"
+                if column == "status"
+                else html.number(value, 1)
+            )
+        cells += [html.text(stage["started"]), html.text(stage["ended"]), timeline]
+        if "error" in stages.columns:
+            error = stage["error"]
+            cells.append(html.text(None if error is None or pd.isna(error) else str(error)[:300]))
+        rows.append(cells)
+    labels = [c.replace("_", " ") for c in optional]
+    columns = ["stage", *labels, "started (UTC)", "ended", "timeline"]
+    columns += ["error"] if "error" in stages.columns else []
+    return html.table(columns, rows, numeric=[c for c in labels if c != "status"])
+
+
+# --- 2. flip model and its calibration -----------------------------------------------------------
+
+
+def feedback_section(ctx: ReportContext) -> Section:
+    parts = [_flip_model(ctx), "<h3>Held-out calibration of z</h3>", _flip_calibration(ctx)]
+    return html.Section("feedback", TITLES["feedback"], "\n".join(parts))
+
+
+def _flip_model(ctx: ReportContext) -> str:
+    columns: list[str | Column] = list(FLIP_COLUMNS[1:-1])
+    columns.append(F.date_format("cutoff", "yyyy-MM-dd HH:mm").alias("cutoff"))
+    cells = run_table(ctx, "flip_model", FLIP_COLUMNS, columns, ["signal_state", "elapsed_bucket"])
+    if isinstance(cells, str):
+        return cells
+    plots.plot_flip_model(cells, ctx.png("flip_model.png"))
+    cutoff = cells["cutoff"].max()
+    flips, negatives = int(cells["flips"].sum()), int(cells["negatives"].sum())
+    return html.paragraph(
+        f"Learnt at cutoff {html.text(cutoff)} UTC from {negatives:,} counterfactual negatives, "
+        f"{flips:,} of which converted later."
+    ) + html.figure(
+        "flip_model.png",
+        "flip probability z by elapsed time and signal state",
+        "Left: each line is a pre-conversion signal; read it left to right to see how the chance "
+        "that a view still converts falls as time passes without a purchase (bigger markers: more "
+        "negatives behind the value; ticks mark the bucket edges). Right: the share of eventual "
+        "conversions already observed after that much time.",
+    )
+
+
+def _flip_calibration(ctx: ReportContext) -> str:
+    table = run_table(
+        ctx, "flip_calibration", CALIBRATION_COLUMNS, list(CALIBRATION_COLUMNS[1:]), ["scope"]
+    )
+    if isinstance(table, str):
+        return table
+    order = {scope: i for i, scope in enumerate(("all", *plots.SIGNAL_ORDER))}
+    table = table.sort_values("scope", key=lambda s: s.map(lambda v: (order.get(v, len(order)), v)))
+    plots.plot_flip_calibration(table, ctx.png("flip_calibration.png"))
+    cells = [
+        [
+            html.text(r.scope),
+            html.number(int(r.n)),
+            html.number(r.mean_predicted),
+            html.number(r.observed_rate),
+            html.number(r.ece),
+        ]
+        for r in table.itertuples()
+    ]
+    columns = ["scope", "held-out negatives", "mean z", "observed flip rate", "ECE"]
+    return html.figure(
+        "flip_calibration.png",
+        "predicted vs observed flip rate per signal state",
+        "Each pair of bars compares the mean predicted z with the flip rate observed on a held-out "
+        "cutoff; equal bars (small ECE) mean the weights are trustworthy for that signal.",
+    ) + html.table(columns, cells, numeric=columns[1:])
+
+
+# --- 3. conversion metrics --------------------------------------------------------------------------
+
+
+def conversion_section(ctx: ReportContext) -> Section:
+    metrics = run_table(
+        ctx, "conversion_metrics", METRIC_COLUMNS, list(METRIC_COLUMNS[1:]), ["method"]
+    )
+    if isinstance(metrics, str):
+        return html.Section("conversion", TITLES["conversion"], metrics)
+    reference = {"vanilla": 0, "oracle": 1}
+    metrics = metrics.sort_values("method", key=lambda m: m.map(lambda v: (reference.get(v, 2), v)))
+    contenders = metrics[metrics["method"] != "oracle"]
+    best = {
+        "auc": contenders["auc"].max(),
+        "pr_auc": contenders["pr_auc"].max(),
+        "log_loss": contenders["log_loss"].min(),
+    }
+
+    def cell(record: dict, column: str, digits: int = 4) -> str:
+        value = html.number(record[column], digits)
+        return (
+            f'<span class="best">{value}</span>'
+            if best.get(column) == record[column] and record["method"] != "oracle"
+            else value
+        )
+
+    cells = [
+        [
+            html.text(r["method"]),
+            html.number(r["train_rows"]),
+            html.number(r["test_rows"]),
+            html.number(r["test_positives"]),
+            cell(r, "auc"),
+            cell(r, "pr_auc"),
+            cell(r, "log_loss"),
+            html.number(r["ri_auc"], 3),
+            html.number(r["train_seconds"], 1),
+        ]
+        for r in metrics.to_dict("records")
+    ]
+    columns = [
+        "method",
+        "train rows",
+        "test rows",
+        "test positives",
+        "AUC",
+        "PR-AUC",
+        "log loss",
+        "RI-AUC",
+        "train s",
+    ]
+    body = html.paragraph(
+        "The same model trained once per weighting method and scored on a later, mature test "
+        "window with the true labels. RI-AUC = (AUC − AUC<sub>vanilla</sub>) / "
+        "(AUC<sub>oracle</sub> − AUC<sub>vanilla</sub>): 0 is no gain over vanilla, 1 reaches the "
+        "oracle. Bold: the best method other than the oracle (which reads the future)."
+    ) + html.table(columns, cells, numeric=columns[1:])
+    return html.Section("conversion", TITLES["conversion"], body)
+
+
+# --- 4 and 5. scores and thresholds -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """The run date's scores and the stored thresholds of the same model version (as a lazy
+    DataFrame for aggregations, and its few rows collected); where one is unavailable, the note
+    that replaces what needs it."""
+
+    scores: DataFrame | None
+    thresholds: DataFrame | None
+    stored: pd.DataFrame | None
+    scores_note: str = ""
+    thresholds_note: str = ""
+    model_version: str | None = None
+
+
+def scored_run(ctx: ReportContext) -> ScoredRun:
+    """Match thresholds to scores by model version, as ``decisions`` does: a re-run with another
+    config keeps the old version's thresholds in the table, and those must not be mixed in."""
+    scores_all = ctx.table("scores", SCORE_COLUMNS)
+    thresholds_all = ctx.table("thresholds", THRESHOLD_COLUMNS)
+    scores, version, scores_note = None, None, ""
+    if scores_all is None:
+        scores_note = missing_note(ctx, "scores")
+    else:
+        scores = agg.run_scores(scores_all, ctx.run_date)
+        versions = agg.model_versions(scores)
+        if len(versions) == 1:
+            version = versions[0]
+        else:
+            scores_note = (
+                no_rows_note(ctx, "scores", scores_all)
+                if not versions
+                else html.note(
+                    f"Skipped: the run date's scores have {len(versions)} model versions "
+                    f"({', '.join(versions)}); expected one."
+                )
+            )
+            scores = None
+    if thresholds_all is None:
+        return ScoredRun(scores, None, None, scores_note, missing_note(ctx, "thresholds"), version)
+    thresholds = for_run_date(thresholds_all, ctx.run_date)
+    if version is not None:
+        thresholds = thresholds.where(F.col("model_version") == version)
+    stored = agg.small_table(
+        thresholds, list(THRESHOLD_COLUMNS), ["model_version", "method", "bucket"]
+    )
+    stored_versions = sorted(set(stored["model_version"]))
+    if not stored_versions:
+        which = f" and model version {version}" if version else ""
+        note = html.note(
+            f"Skipped: the thresholds table has no rows for run date {ctx.run_date.isoformat()}"
+            f"{which} (run the thresholds stage)."
+        )
+        return ScoredRun(scores, None, None, scores_note, note, version)
+    if len(stored_versions) > 1:  # only without scores to pick the version from
+        note = html.note(
+            f"Skipped: the run date's thresholds have {len(stored_versions)} model versions "
+            f"({', '.join(stored_versions)}) and no scores say which one is current."
+        )
+        return ScoredRun(scores, None, None, scores_note, note, version)
+    return ScoredRun(scores, thresholds, stored, scores_note, "", version or stored_versions[0])
+
+
+def reliability_section(ctx: ReportContext, run: ScoredRun) -> Section:
+    if run.scores is None or run.stored is None:
+        body = run.scores_note if run.scores is None else run.thresholds_note
+        return html.Section("reliability", TITLES["reliability"], body)
+    buckets = agg.bucket_ranges(run.stored, "per_bucket")
+    if not buckets:
+        note = html.note("Skipped: the stored thresholds have no per_bucket rule for this run.")
+        return html.Section("reliability", TITLES["reliability"], note)
+    bins, excluded = agg.reliability_bins(run.scores, buckets)
+    plots.plot_reliability(bins, buckets, ctx.png("reliability.png"))
+    rows = bins.groupby("bucket").agg(rows=("rows", "sum"))
+    counts = ", ".join(f"bucket {b}: {int(n):,}" for b, n in rows["rows"].items())
+    body = html.paragraph(
+        f"Scores of model <code>{html.text(run.model_version)}</code>, split into the stored "
+        f"uncertainty buckets of the per-bucket rule and, within each, into score deciles "
+        f"(rows: {html.text(counts)}"
+        + (
+            f"; {excluded:,} rows without a finite score/uncertainty or 0/1 label left out"
+            if excluded
+            else ""
+        )
+        + ")."
+    ) + html.figure(
+        "reliability.png",
+        "observed positive rate vs mean score per uncertainty bucket",
+        "Each point is a score decile of one uncertainty bucket: points on the dashed diagonal are "
+        "calibrated, and a line lying lower than another at the same score means that bucket's "
+        "scores convert less often, which is why it gets a stricter threshold.",
+    )
+    return html.Section("reliability", TITLES["reliability"], body)
+
+
+def pr_section(ctx: ReportContext, run: ScoredRun) -> Section:
+    parts = []
+    points = agg.operating_points(run.thresholds) if run.thresholds is not None else []
+    target = next((p.target_precision for p in points if p.target_precision is not None), None)
+    if run.scores is None:
+        parts.append(run.scores_note)
+    else:
+        parts.append(_pr_figure(ctx, run.scores, points, target))
+    if run.stored is None:
+        parts.append(run.thresholds_note)
+    else:
+        parts += ["<h3>Stored rules</h3>", _points_table(points), _thresholds_table(run.stored)]
+    return html.Section("pr", TITLES["pr"], "\n".join(parts))
+
+
+def _pr_figure(
+    ctx: ReportContext, scores: DataFrame, points: list[agg.OperatingPoint], target: float | None
+) -> str:
+    histogram, excluded = agg.score_histogram(scores)
+    curve = agg.pr_curve(histogram)
+    if curve.empty:
+        return html.note("Skipped the PR curve: the run date's scores have no positive label.")
+    prevalence = float(curve["precision"].iloc[-1])
+    plots.plot_pr(curve, points, target, prevalence, ctx.png("pr_curve.png"))
+    ap = agg.average_precision(curve)
+    left_out = f" {excluded:,} invalid rows left out." if excluded else ""
+    return html.paragraph(
+        f"{int(histogram['rows'].sum()):,} scored examples of the run date, "
+        f"{int(histogram['positives'].sum()):,} positive; average precision of the raw score "
+        f"{ap:.4f}.{left_out}"
+    ) + html.figure(
+        "pr_curve.png",
+        "precision-recall curve with the stored rules' operating points",
+        "The line is every threshold on the raw score over all of the run date's scores; the "
+        "markers are the stored rules measured on their evaluation split: a marker further right "
+        "at or above the dashed target line keeps the target precision with more recall.",
+    )
+
+
+def _points_table(points: list[agg.OperatingPoint]) -> str:
+    rows = [
+        [
+            html.text(p.method),
+            html.number(p.buckets),
+            html.number(p.accepted),
+            html.number(p.true_positives),
+            html.number(p.positives),
+            html.number(p.precision),
+            html.number(p.recall),
+            html.number(p.target_precision, 3),
+            html.number(p.certified_precision_lb),
+        ]
+        for p in points
+    ]
+    columns = [
+        "rule",
+        "buckets",
+        "accepted",
+        "true positives",
+        "positives",
+        "precision",
+        "recall",
+        "target",
+        "certified lower bound",
+    ]
+    return html.paragraph(
+        "Evaluation-split counts summed over each rule's buckets: precision = true positives / "
+        "accepted, recall = true positives / positives (— when a rule accepts nothing)."
+    ) + html.table(columns, rows, numeric=columns[1:])
+
+
+def _thresholds_table(table: pd.DataFrame) -> str:
+    def interval(value: object, lo: object, hi: object) -> str:
+        if value is None or pd.isna(value):
+            return "—"
+        return f"{html.number(value, 3)} [{html.number(lo, 3)}, {html.number(hi, 3)}]"
+
+    rows = [
+        [
+            html.text(r["method"]),
+            html.number(r["bucket"]),
+            f"[{html.number(r['uncertainty_lo'], 5)}, {html.number(r['uncertainty_hi'], 5)})",
+            html.number(r["score_threshold"]),
+            interval(
+                r["expected_precision"], r["expected_precision_lo"], r["expected_precision_hi"]
+            ),
+            interval(r["expected_recall"], r["expected_recall_lo"], r["expected_recall_hi"]),
+            html.number(r["eval_accepted"]),
+            html.number(r["eval_rows"]),
+        ]
+        for r in table.to_dict("records")
+    ]
+    columns = [
+        "rule",
+        "bucket",
+        "uncertainty",
+        "score threshold",
+        "precision [interval]",
+        "recall [interval]",
+        "accepted",
+        "eval rows",
+    ]
+    return html.table(columns, rows, numeric=["bucket", "score threshold", "accepted", "eval rows"])
+
+
+# --- 6. BLADE placeholder -------------------------------------------------------------------------
+
+
+def blade_section(ctx: ReportContext) -> Section:
+    """A placeholder until the graph stages run: says why they do not, where to read more."""
+    return html.Section(
+        "blade",
+        TITLES["blade"],
+        html.note(
+            "Not available: the graph stages (BLADE directed-graph recommendations) need "
+            "GraphFrames, whose JVM jars cannot be installed from Maven Central in this "
+            "environment (see README, Known issues). This section will compare quality per "
+            "degree bucket against a fixed fan-out once those stages run."
+        ),
+    )
