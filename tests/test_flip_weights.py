@@ -439,16 +439,24 @@ def test_calibration_on_a_heldout_counterfactual_cutoff(sim_training: DataFrame)
     assert baseline["all"] > 0.05
 
 
-def test_holdout_keeps_examples_seen_at_the_heldout_cutoff_out_of_the_fit(
+def test_holdout_is_disjoint_in_time_and_examples_and_keeps_young_rows_in_the_fit(
     spark: SparkSession,
 ) -> None:
-    """Overlapping cutoffs (step < W) see a young example twice: it must not be on both sides."""
+    """Overlapping cutoffs (step < W) see a young example at every cutoff: no example may be on
+    both sides, yet the fit must keep examples of every cutoff (young ones included)."""
     rows = spark.createDataFrame(
-        [(1, 0), (2, 0), (2, 1), (3, 1), (4, 2)], "example_id long, cf_index int"
+        [(i, k) for i in range(2000) for k in (0, 1, 2)], "example_id long, cf_index int"
     )
-    fit_rows, heldout = split_holdout(rows)
-    assert sorted(r["example_id"] for r in heldout.collect()) == [1, 2]
-    assert sorted((r["example_id"], r["cf_index"]) for r in fit_rows.collect()) == [(3, 1), (4, 2)]
+    fit_rows, heldout = split_holdout(rows, heldout_share=0.2)
+    held_ids = {r["example_id"] for r in heldout.collect()}
+    fit = [(r["example_id"], r["cf_index"]) for r in fit_rows.collect()]
+    assert {k for _, k in fit} == {1, 2}
+    assert {r["cf_index"] for r in heldout.collect()} == {0}
+    assert not held_ids & {i for i, _ in fit}, "no example on both sides"
+    assert 300 < len(held_ids) < 500, "about a fifth of the examples are held out"
+    assert len(fit) == 2 * (2000 - len(held_ids)), "every other example at every other cutoff"
+    with pytest.raises(ValueError, match="heldout_share"):
+        split_holdout(rows, heldout_share=1.0)
 
 
 def _unit_observation(spark: SparkSession) -> DataFrame:

@@ -207,20 +207,28 @@ def counterfactual_training_set(
     return reduce(DataFrame.unionAll, replays)
 
 
-def split_holdout(training: DataFrame, heldout_index: int = 0) -> tuple[DataFrame, DataFrame]:
-    """``(fit rows, held-out rows)``: the held-out counterfactual cutoff (by default the latest,
-    ``k = 0``) is not used for fitting, so calibration is measured out of time.
+def split_holdout(
+    training: DataFrame, heldout_index: int = 0, heldout_share: float = 0.2
+) -> tuple[DataFrame, DataFrame]:
+    """``(fit rows, held-out rows)``, disjoint in time *and* in examples.
 
-    The fit also leaves out every example that is in the held-out rows: cutoffs ``step`` apart
-    with a window ``W > step`` see the same young example several times, and fitting on one of its
-    copies would let the held-out check grade the model partly on rows it has seen.
+    Held out: the rows of the latest counterfactual cutoff (``k = heldout_index``) of a seeded
+    hash-share of the examples; fit: the other cutoffs' rows of the other examples. Why both:
+    the held-out cutoff alone measures calibration out of time, but cutoffs ``step`` apart with a
+    window ``W > step`` see the same young example several times, so a fit on the other cutoffs
+    would grade the model partly on examples it has seen. Excluding *all* the held-out cutoff's
+    examples from the fit instead would empty its young elapsed buckets (every young example of
+    an earlier cutoff is still young at the next one), hence the hash share.
     """
+    if not 0 < heldout_share < 1:
+        raise ValueError(f"heldout_share must be in (0, 1), got {heldout_share}")
     k = F.col("cf_index")
-    heldout = training.filter(k == heldout_index)
-    fit = training.filter(k != heldout_index).join(
-        heldout.select("example_id"), "example_id", "left_anti"
+    held = F.pmod(F.xxhash64("example_id", F.lit("flip-holdout")), F.lit(1000)) < F.lit(
+        round(heldout_share * 1000)
     )
-    return fit, heldout
+    return training.filter((k != heldout_index) & ~held), training.filter(
+        (k == heldout_index) & held
+    )
 
 
 # --- the hazard learner --------------------------------------------------------------------------
