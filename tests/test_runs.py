@@ -285,6 +285,38 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
+def test_racing_contenders_always_see_a_complete_lock_naming_the_winner(tmp_path):
+    """Many threads race for the lock at once, over and over: exactly one wins each round and
+    every loser's message names the winner (a lock file readable half-written would say
+    'an unreadable lock file' here: that race was seen in a CI run)."""
+    cfg = _lock_cfg(tmp_path)
+    for _ in range(25):
+        barrier = threading.Barrier(8)
+        won: list[RunLock] = []
+        lost: list[str] = []
+
+        def contend(barrier: threading.Barrier, won: list, lost: list) -> None:
+            lock = RunLock.for_run(cfg)
+            barrier.wait()
+            try:
+                won.append(lock.acquire())
+            except RunLockedError as err:
+                lost.append(str(err))
+
+        threads = [threading.Thread(target=contend, args=(barrier, won, lost)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        try:
+            assert len(won) == 1 and len(lost) == 7
+            assert all(won[0].owner.run_id in message for message in lost), lost
+        finally:
+            for lock in won:
+                lock.release()
+    assert not list(lock_path(cfg, RUN_DATE).parent.glob("*.tmp")), "no temporary files left"
+
+
 def test_lock_is_exclusive_and_names_its_holder(tmp_path):
     cfg = _lock_cfg(tmp_path)
     first = RunLock.for_run(cfg).acquire()

@@ -10,7 +10,7 @@
 * **Skipping.** A stage whose latest outcome for the run date is a success under the same config
   fingerprint is skipped, unless forced. Once a stage runs, every later stage runs too: its
   inputs may have changed. A row left ``running`` by a killed process counts as a failure.
-* **Lock.** One refresh per run date at a time: a lock file created with ``O_CREAT | O_EXCL``
+* **Lock.** One refresh per run date at a time: a lock file created atomically (``link``)
   (atomic on local and NFS file systems, no extra service) that names its owner, refreshed by a
   heartbeat thread and taken over when stale. docs/operations.md says why and what it cannot do.
 """
@@ -178,7 +178,7 @@ class RunResult:
 
 def lock_dir(cfg: RecbatchConfig) -> Path:
     """The lock directory as a local path. It must be a POSIX file system that every machine
-    submitting the pipeline sees (``file://`` URIs are fine); HDFS or S3 cannot do ``O_EXCL``."""
+    submitting the pipeline sees (``file://`` URIs are fine); HDFS or S3 cannot do an atomic ``link``."""
     data_root = cfg.path("data_root")
     value = cfg.runs.lock_dir or "locks"
     if "://" not in value and not Path(value).is_absolute():
@@ -310,16 +310,28 @@ class RunLock:
     # internals -----------------------------------------------------------------------------
 
     def _create(self, path: Path, content: bytes | None = None) -> bool:
-        """Exclusive create: exactly one process succeeds, on local disks and NFS alike."""
+        """Exclusive create with the content already in place: exactly one process succeeds.
+
+        The content goes to a private temporary file first, which is then hard-linked to
+        ``path``; ``link`` fails if ``path`` exists. Why not ``O_CREAT | O_EXCL`` and a write:
+        between the two, a competitor reads an empty file and reports "an unreadable lock"
+        instead of the holder. ``link`` is atomic on local disks and is the classic NFS-safe
+        lock primitive.
+        """
+        data = content if content is not None else self._content()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, content if content is not None else self._content())
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
         if content is None:
             self.held = True
         return True
