@@ -442,7 +442,7 @@ def relative_improvement(auc: float, auc_vanilla: float, auc_oracle: float) -> f
     gap = auc_oracle - auc_vanilla
     if abs(gap) < 1e-12:
         return None
-    return (auc - auc_vanilla) / gap
+    return (auc - auc_vanilla) / gap + 0.0  # + 0.0: vanilla's own 0 is never stored as -0.0
 
 
 # --- the harness ------------------------------------------------------------------------------
