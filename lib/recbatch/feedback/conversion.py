@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -374,16 +374,27 @@ def train(
 # --- scoring and metrics ----------------------------------------------------------------------
 
 
-def score(
-    rows: DataFrame, state_dict: dict[str, torch.Tensor], settings: ConversionSettings
+def map_model(
+    rows: DataFrame,
+    state_dict: dict[str, torch.Tensor],
+    settings: ConversionSettings,
+    predict: Callable[[nn.Module, torch.Tensor], dict[str, np.ndarray]],
+    keep: Sequence[str],
+    schema: str,
 ) -> DataFrame:
-    """``example_id``, ``label`` (double) and ``probability`` of ``rows`` (with ``features``),
-    scored in ``mapInPandas`` by the model rebuilt from the broadcast weights."""
+    """``keep`` columns of ``rows`` plus the columns ``predict(model, features)`` returns, computed
+    in ``mapInPandas`` by the model rebuilt once per task from the broadcast weights.
+
+    One scaffold for every scorer (plain probability here, score + uncertainty in
+    ``recbatch.uncertainty.scores``): the weights travel once, each Python worker builds the
+    model once, and rows go through it one Arrow batch at a time.
+    """
     weights = {k: v.numpy() for k, v in state_dict.items()}
     n_features = int(weights["net.0.weight"].shape[1])
     shared = rows.sparkSession.sparkContext.broadcast(weights)
+    kept = list(keep)
 
-    def predict(frames: Iterator[Any]) -> Iterator[Any]:
+    def run(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
         torch.set_num_threads(1)
@@ -391,22 +402,33 @@ def score(
         model.load_state_dict({k: torch.from_numpy(v) for k, v in shared.value.items()})
         model.eval()
         for frame in frames:
-            if len(frame):
-                x = np.stack(frame["features"].to_numpy()).astype(np.float32)
-            else:
-                x = np.zeros((0, n_features), dtype=np.float32)
-            with torch.no_grad():
-                p = torch.sigmoid(model(torch.from_numpy(x))).mean(-1).numpy().astype(np.float64)
-            yield pd.DataFrame(
-                {
-                    "example_id": frame["example_id"].astype(np.int64),
-                    "label": frame["label"].astype(np.float64),
-                    "probability": p,
-                }
-            )
+            if not len(frame):
+                continue
+            x = torch.from_numpy(np.stack(frame["features"].to_numpy()).astype(np.float32))
+            yield pd.DataFrame({**{c: frame[c] for c in kept}, **predict(model, x)})
 
-    return rows.select("example_id", "features", "label").mapInPandas(
-        predict, "example_id long, label double, probability double"
+    return rows.select(*kept, "features").mapInPandas(run, schema)
+
+
+def _mean_probability(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        p = torch.sigmoid(model(x)).mean(-1)
+    return {"probability": p.numpy().astype(np.float64)}
+
+
+def score(
+    rows: DataFrame, state_dict: dict[str, torch.Tensor], settings: ConversionSettings
+) -> DataFrame:
+    """``example_id``, ``label`` (double) and ``probability`` (mean over the heads) of ``rows``
+    (with ``features``)."""
+    typed = rows.select(F.col("example_id").cast("long"), F.col("label").cast("double"), "features")
+    return map_model(
+        typed,
+        state_dict,
+        settings,
+        _mean_probability,
+        ["example_id", "label"],
+        "example_id long, label double, probability double",
     )
 
 

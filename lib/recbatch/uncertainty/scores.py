@@ -17,7 +17,6 @@ Delta ``scores`` (one partition of rows per run date and model, replaced on a re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -30,11 +29,11 @@ from pyspark.storagelevel import StorageLevel
 from recbatch.config import ConversionSettings, RecbatchConfig, UncertaintySettings
 from recbatch.feedback.conversion import (
     ConversionInputError,
-    build_model,
     data_end,
     evaluation_cutoffs,
     feature_stats,
     feature_vector,
+    map_model,
     train,
     weighted_training_rows,
     write_tensor_set,
@@ -82,33 +81,20 @@ def score_with_uncertainty(
     uncertainty: UncertaintySettings,
 ) -> DataFrame:
     """``example_id``, ``score`` and ``uncertainty`` of ``rows`` (with ``example_id`` and
-    ``features``), computed in ``mapInPandas`` by the model rebuilt from broadcast weights."""
-    weights = {k: v.numpy() for k, v in state_dict.items()}
-    n_features = int(weights["net.0.weight"].shape[1])
-    shared = rows.sparkSession.sparkContext.broadcast(weights)
+    ``features``), by the configured estimator (``conversion.map_model`` runs it)."""
     method, samples, seed = uncertainty.method, uncertainty.mc_samples, uncertainty.seed
 
-    def predict(frames: Iterator[Any]) -> Iterator[Any]:
-        import pandas as pd
+    def predict(model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+        score, spread = predict_with_uncertainty(model, x, method, samples, seed)
+        return {"score": score, "uncertainty": spread}
 
-        torch.set_num_threads(1)
-        model = build_model(n_features, settings)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in shared.value.items()})
-        for frame in frames:
-            if not len(frame):
-                continue
-            x = torch.from_numpy(np.stack(frame["features"].to_numpy()).astype(np.float32))
-            score, spread = predict_with_uncertainty(model, x, method, samples, seed)
-            yield pd.DataFrame(
-                {
-                    "example_id": frame["example_id"].astype(np.int64),
-                    "score": score,
-                    "uncertainty": spread,
-                }
-            )
-
-    return rows.select("example_id", "features").mapInPandas(
-        predict, "example_id long, score double, uncertainty double"
+    return map_model(
+        rows.select(F.col("example_id").cast("long"), "features"),
+        state_dict,
+        settings,
+        predict,
+        ["example_id"],
+        "example_id long, score double, uncertainty double",
     )
 
 
