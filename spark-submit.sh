@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Submit a recbatch job to Spark:   ./spark-submit.sh JOB [--config FILE] [--set key=value ...]
 #
-#   JOB        a file jobs/JOB.py (e.g. pipeline, generate_events, ingest_events)
+#   JOB        a file jobs/JOB.py (e.g. pipeline, generate_events, ingest_events), or spark-sql
+#              for pyspark's SQL shell with the tables by name (options after the config go to it)
 #   --config   YAML config (default conf/local.yaml); --master comes from spark.master in it
 #              (local[*] or spark://host:port)
 #   --set      override any config key (repeatable)
@@ -20,13 +21,22 @@ usage() {
 [[ $# -ge 1 && $1 != -* ]] || usage
 JOB="$1"; shift
 JOB_FILE="$ROOT/jobs/$JOB.py"
-[[ -f $JOB_FILE ]] || { echo "recbatch: no such job '$JOB'" >&2; usage; }
+[[ -f $JOB_FILE || $JOB == spark-sql ]] || { echo "recbatch: no such job '$JOB'" >&2; usage; }
 
 "$ROOT/lib/install.sh"
 PY="$ROOT/.venv/bin/python"
 export RECBATCH_HOME="$ROOT"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
+
+# ./spark-submit.sh spark-sql [--config F] [--set k=v ...] [spark-sql options, e.g. -e "SQL"]:
+# pyspark's spark-sql shell with the jars, Delta and the tables registered by name (recbatch.catalog).
+if [[ $JOB == spark-sql ]]; then
+  mapfile -d '' -t SQL_CMD < <("$PY" -m recbatch.catalog "$@" || printf '__failed__\0')
+  [[ ${SQL_CMD[-1]:-} != "__failed__" ]] || exit 2
+  export PATH="$ROOT/.venv/bin:$PATH"   # pyspark's launcher scripts find Spark through python
+  exec "${SQL_CMD[@]}"
+fi
 
 # Config errors stop here, before a JVM starts. The config arguments are the job's own arguments.
 mapfile -t LAUNCH < <("$PY" -m recbatch.cli "$@" || echo "__failed__")

@@ -1,33 +1,28 @@
-"""Run one Spark SQL statement with recbatch's session (Delta enabled) and print the result.
+"""Run one Spark SQL statement on recbatch's tables, by name, and print the result.
 
-``{name}`` in the statement stands for the Delta table ``name`` of the configured environment
-(``{events}`` -> delta.`<paths.tables>/events`), so the same query works locally and on a cluster:
+The tables (events, quarantine, examples, flip_model, flip_calibration, training_weights,
+conversion_metrics, scores, thresholds, decisions, runs) are in the database ``catalog.database``
+(default ``recbatch``), which is the current one:
 
-    ./spark-submit.sh sql 'SELECT reason, count(*) FROM {quarantine} GROUP BY 1'
-    ./spark-submit.sh sql 'SELECT count(*) FROM {events} VERSION AS OF 0'
+    ./spark-submit.sh sql 'SELECT reason, count(*) FROM quarantine GROUP BY 1'
+    ./spark-submit.sh sql 'SELECT count(*) FROM recbatch.events VERSION AS OF 0'
+
+For an interactive shell: ./spark-submit.sh spark-sql
 """
 
-from pyspark.errors import AnalysisException
-
 from recbatch.cli import run_job
-from recbatch.errors import RecbatchError
 from recbatch.session import build_session
-from recbatch.sql import expand_table_names
+from recbatch.sql import run_sql
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("statement", help="the SQL statement; {table} names a recbatch table")
+    parser.add_argument("statement", help="the SQL statement (tables by name)")
     parser.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
 
 
 def main(cfg, args) -> None:
     spark = build_session(cfg)
-    statement = expand_table_names(args.statement, cfg)
-    try:
-        result = spark.sql(statement)
-    except AnalysisException as err:
-        raise RecbatchError(f"SQL error in: {statement}\n{str(err).splitlines()[0]}") from err
-    result.show(args.limit, truncate=False)
+    run_sql(spark, cfg, args.statement).show(args.limit, truncate=False)
 
 
 if __name__ == "__main__":

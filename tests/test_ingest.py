@@ -223,15 +223,11 @@ def test_parquet_input_with_typed_columns(spark, data_root, tmp_path):
 
 
 def test_tables_are_queryable_in_sql_by_name(spark, data_root, generated_raw):
-    from recbatch.sql import expand_table_names
+    from recbatch.sql import run_sql
 
     cfg = _fault_config(data_root, generated_raw, "sql")
     report = ingest_events(spark, cfg)
-    statement = expand_table_names(
-        "SELECT reason, count(*) AS n FROM {quarantine} GROUP BY reason", cfg
-    )
-    assert f"delta.`{cfg.table_path('quarantine')}`" in statement
-    by_reason = {r["reason"]: r["n"] for r in spark.sql(statement).collect()}
-    assert by_reason == report.rejected
-    total = spark.sql(expand_table_names("SELECT count(*) AS n FROM {events}", cfg)).head()["n"]
+    rows = run_sql(spark, cfg, "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason")
+    assert {r["reason"]: r["n"] for r in rows.collect()} == report.rejected
+    total = run_sql(spark, cfg, "SELECT count(*) AS n FROM recbatch.events").head()["n"]
     assert total == report.accepted_rows

@@ -262,7 +262,11 @@ def test_unknown_stage_names_are_rejected_before_any_work():
     with pytest.raises(RunsError, match="--from-stage generate: not a stage"):
         StageSelection(from_stage="generate").check(pipeline_stages(generate_input=False))
     assert [s.name for s in pipeline_stages(generate_input=True)] == list(STAGE_NAMES)
-    assert STAGE_NAMES[:2] == ("generate", "ingest") and STAGE_NAMES[-2:] == ("decisions", "report")
+    assert STAGE_NAMES[:2] == ("generate", "ingest") and STAGE_NAMES[-3:] == (
+        "decisions",
+        "register",
+        "report",
+    )
 
 
 # --- the lock, without Spark --------------------------------------------------------------------

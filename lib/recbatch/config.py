@@ -232,6 +232,25 @@ class RunSettings(_Section):
     )
 
 
+class CatalogSettings(_Section):
+    """Names for the output tables in SQL (recbatch/catalog.py, docs/operations.md#sql).
+
+    ``session``: no shared catalog. The Delta tables under ``paths.tables`` are the truth; every
+    SQL session recbatch opens (the ``sql`` job, ``./spark-submit.sh spark-sql``) registers the
+    ones that exist in its own in-memory catalog, so there is no metastore lock to contend for
+    and nothing to drift. ``hive``: a shared Hive metastore (a metastore service given by
+    ``spark.hadoop.hive.metastore.uris`` in ``spark.extra_conf``, or a metastore database by
+    ``spark.hadoop.javax.jdo.option.ConnectionURL``; with neither, an embedded Derby database
+    at ``<data_root>/metastore_db``, which admits one process at a time); the pipeline's
+    ``register`` stage creates or repairs the entries, idempotently.
+    """
+
+    database: str = Field(
+        "recbatch", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the tables' database"
+    )
+    metastore: Literal["session", "hive"] = "session"
+
+
 class RecbatchConfig(_Section):
     env: str = "local"
     run_date: date | None = Field(None, description="YYYY-MM-DD; defaults to today (UTC)")
@@ -244,6 +263,7 @@ class RecbatchConfig(_Section):
     uncertainty: UncertaintySettings = UncertaintySettings()
     thresholds: ThresholdSettings = ThresholdSettings()
     runs: RunSettings = RunSettings()
+    catalog: CatalogSettings = CatalogSettings()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""

@@ -2,7 +2,8 @@
 
 Stages so far: generate (embedded default only) -> ingest -> examples -> flip model and training
 weights -> conversion model (trained and evaluated per weighting method) -> scores with
-uncertainty -> thresholds per uncertainty bucket -> decisions -> report. The graph stages (BLADE) join this
+uncertainty -> thresholds per uncertainty bucket -> decisions -> table names in the catalog
+(register) -> report. The graph stages (BLADE) join this
 list once GraphFrames' jars can be installed (README, Known issues).
 
 The stages are a declarative list; ``recbatch.runs.run_stages`` runs them with a record per
@@ -17,6 +18,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from recbatch.catalog import register_stage
 from recbatch.config import RecbatchConfig
 from recbatch.events.generator import generate
 from recbatch.events.ingest import IngestReport, events_summary, ingest_events
@@ -59,6 +61,7 @@ PIPELINE_STAGES: tuple[Stage, ...] = (
     Stage("scores", scores_stage, "scores with uncertainty", _out("rows")),
     Stage("thresholds", thresholds_stage, "thresholds", lambda _: (None, None)),
     Stage("decisions", decisions_stage, "decisions", _out("rows")),
+    Stage("register", register_stage, "table names in the catalog", _out("registered")),
     Stage("report", report_stage, "report", lambda _: (None, None)),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE_STAGES)
@@ -112,18 +115,15 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, run: RunResult) -> str
             "",
             summary,
             "",
-            "Query them with Spark SQL, e.g.:",
-            "  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM {events} GROUP BY 1'",
-            "  ./spark-submit.sh sql 'SELECT reason, count(*) FROM {quarantine} GROUP BY 1'",
-            "  ./spark-submit.sh sql 'DESCRIBE HISTORY {events}'",
-            "  ./spark-submit.sh sql 'SELECT signal_state, elapsed_bucket, negatives, z FROM"
-            " {flip_model} ORDER BY 1, 2'",
-            "  ./spark-submit.sh sql 'SELECT * FROM {conversion_metrics}'",
-            "  ./spark-submit.sh sql 'SELECT stage, status, seconds, rows_out, error FROM {runs}"
+            f"Query them by name (database {cfg.catalog.database}), e.g.:",
+            "  ./spark-submit.sh sql 'SELECT event_type, count(*) FROM events GROUP BY 1'",
+            "  ./spark-submit.sh sql 'SELECT reason, count(*) FROM quarantine GROUP BY 1'",
+            "  ./spark-submit.sh sql 'DESCRIBE HISTORY events'",
+            "  ./spark-submit.sh sql 'SELECT * FROM conversion_metrics'",
+            "  ./spark-submit.sh sql 'SELECT stage, status, seconds, rows_out, error FROM runs"
             f' WHERE run_id = "{run.run_id}" ORDER BY stage_index\'',
             "  ./spark-submit.sh sql 'SELECT method, bucket, uncertainty_lo, uncertainty_hi,"
-            " score_threshold, expected_precision, expected_recall FROM {thresholds}'",
-            "  ({name} stands for the Delta table name of this config; the paths above work in"
-            " any Spark SQL as delta.`<path>`)",
+            " score_threshold, expected_precision, expected_recall FROM thresholds'",
+            "  ./spark-submit.sh spark-sql          (an interactive SQL shell with the same names)",
         ]
     )

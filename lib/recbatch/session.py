@@ -89,8 +89,39 @@ def runtime_settings(cfg: RecbatchConfig) -> dict[str, str]:
         # Delta: keep history cheap to read back; never evolve a schema silently.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
+    settings.update(catalog_settings(cfg))
     settings.update(cfg.spark.extra_conf)
     return settings
+
+
+DERBY_URL_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
+METASTORE_URIS_KEY = "spark.hadoop.hive.metastore.uris"
+
+
+def catalog_settings(cfg: RecbatchConfig) -> dict[str, str]:
+    """Which catalog the session's table names live in (``catalog.metastore``, docs/operations.md).
+
+    ``hive`` without a metastore service or database in ``spark.extra_conf`` gets an embedded
+    Derby database under the data root rather than Spark's default ``./metastore_db``, which
+    would follow whatever directory a job happens to be started from.
+    """
+    if cfg.catalog.metastore == "session":
+        return {"spark.sql.catalogImplementation": "in-memory"}
+    settings = {"spark.sql.catalogImplementation": "hive"}
+    if not {DERBY_URL_KEY, METASTORE_URIS_KEY} & cfg.spark.extra_conf.keys():
+        settings[DERBY_URL_KEY] = f"jdbc:derby:;databaseName={embedded_metastore(cfg)};create=true"
+    return settings
+
+
+def embedded_metastore(cfg: RecbatchConfig) -> str:
+    """The embedded Derby metastore's folder: a local path under the data root."""
+    root = cfg.path("data_root")
+    if "://" in root and not root.startswith("file:"):
+        raise RecbatchError(
+            f"catalog.metastore=hive needs a metastore service or database on a data root like "
+            f"{root}: set {METASTORE_URIS_KEY} or {DERBY_URL_KEY} in spark.extra_conf"
+        )
+    return root.removeprefix("file://").removeprefix("file:") + "/metastore_db"
 
 
 def launched_by_spark_submit() -> bool:
