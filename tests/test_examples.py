@@ -396,6 +396,7 @@ def test_stage_reads_events_writes_examples_and_reports_counts(
         "with_fav": 3,
         "with_cart": 2,
         "buys_without_prior_view": 2,
+        "rows_written": 10,
     }
     assert "2 buys without a prior view" in caplog.text
     assert _table_rows(spark, cfg.table_path("examples")) == built.orderBy("example_id").collect()

@@ -163,6 +163,11 @@ class FeedbackSettings(_Section):
     max_weight: float = Field(10.0, ge=1, description="clip of 1/s for observed positives")
     max_flip_probability: float = Field(0.95, gt=0, le=1, description="clip of z")
     feature_lookback_days: int = Field(30, ge=1, description="history window of the features")
+    examples_refresh: Literal["incremental", "full"] = Field(
+        "incremental",
+        description="incremental: rebuild only the examples new events can change "
+        "(feedback/refresh.py); full: rebuild every example",
+    )
 
     @field_validator("cutoff")
     @classmethod

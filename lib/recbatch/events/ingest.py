@@ -20,7 +20,12 @@ from recbatch.config import RecbatchConfig
 from recbatch.errors import RecbatchError
 from recbatch.events.readers import InputNotFound, InputSchemaError, read_raw_events
 from recbatch.events.validate import EVENT_KEY, accepted_events, classify, rejected_rows
-from recbatch.io.delta import merge_new_rows, replace_where, sql_literal_list
+from recbatch.io.delta import (
+    enable_change_data_feed,
+    merge_new_rows,
+    replace_where,
+    sql_literal_list,
+)
 from recbatch.log import get_logger, timed
 
 log = get_logger(__name__)
@@ -99,8 +104,8 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
                 f"({report.reject_ratio:.2%} > ingest.max_reject_ratio "
                 f"{settings.max_reject_ratio:.2%}); nothing written to events. Reasons: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(report.rejected.items()))
-                + ". Inspect: SELECT reason, source, raw_record FROM "
-                + f"delta.`{report.quarantine_table}`"
+                + ". Inspect: ./spark-submit.sh sql 'SELECT reason, source, raw_record FROM"
+                + " quarantine'"
             )
         with timed(log, f"merging {report.accepted_rows} accepted rows into events"):
             report.inserted_rows = merge_new_rows(
@@ -110,6 +115,8 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
                 key_columns=EVENT_KEY,
                 partition_columns=("event_date",),
             )
+        if enable_change_data_feed(spark, report.events_table):
+            log.info("turned on the change data feed of events (incremental examples read it)")
     finally:
         classified.unpersist()
     log.info("ingest: %s", report.summary())

@@ -30,6 +30,8 @@ attribute it to). ``buys_without_prior_view`` returns those buys; the stage coun
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, LongType, StringType, TimestampType
@@ -37,7 +39,8 @@ from pyspark.storagelevel import StorageLevel
 
 from recbatch.config import FeedbackSettings, RecbatchConfig
 from recbatch.errors import RecbatchError
-from recbatch.io.delta import is_delta_table
+from recbatch.feedback.refresh import ExamplesBuild, plan_examples_refresh
+from recbatch.io.delta import is_delta_table, last_commit_metric, replace_where
 from recbatch.log import get_logger, timed
 
 log = get_logger(__name__)
@@ -243,8 +246,63 @@ def build_examples(events: DataFrame, settings: FeedbackSettings) -> DataFrame:
     """
     window = window_micros(settings.attribution_window_hours)
     lookback = settings.feature_lookback_days * MICROS_PER_DAY
-    prepared = _prepared(events)
+    rows = _example_rows(_prepared(events), lookback, window)
+    return rows.select(*EXAMPLE_COLUMNS[:-1], _item_conversion_rate(lookback, window))
+
+
+def build_examples_since(
+    events: DataFrame, settled: DataFrame, settings: FeedbackSettings, start: datetime
+) -> DataFrame:
+    """The examples viewed at or after ``start``, for an incremental refresh (feedback/refresh.py).
+
+    ``settled`` is the examples table as built before; its rows viewed before ``start`` are the
+    ones new events cannot change. Reads only the events from ``start - L`` on (the features of a
+    view at ``start`` look back ``L``), the pair keys of the settled examples (a pair first viewed
+    before ``start`` has its example there already) and the settled examples of the ``L`` days
+    before ``start`` (the item conversion rate counts them). Equal, row for row, to the same
+    slice of ``build_examples`` on all events (tests/test_examples_refresh.py).
+    """
+    window = window_micros(settings.attribution_window_hours)
+    lookback = settings.feature_lookback_days * MICROS_PER_DAY
+    since = F.lit(start).cast("timestamp")
+    recent = _prepared(events).where(F.col("_t") >= F.unix_micros(since) - lookback)
+    settled_pairs = settled.where(F.col("view_ts") < since).select("user_id", "item_id")
+    rows = _example_rows(recent, lookback, window, since=since, settled_pairs=settled_pairs)
+    earlier = settled.where(
+        (F.col("view_ts") < since) & (F.unix_micros("view_ts") >= F.unix_micros(since) - lookback)
+    ).select(
+        "item_id",
+        F.unix_micros("view_ts").alias("_v"),
+        "conversion_ts",
+        F.lit(True).alias("_settled"),
+    )
+    combined = rows.withColumn("_settled", F.lit(False)).unionByName(
+        earlier, allowMissingColumns=True
+    )
+    return (
+        combined.select(*EXAMPLE_COLUMNS[:-1], "_settled", _item_conversion_rate(lookback, window))
+        .where(~F.col("_settled"))
+        .drop("_settled")
+    )
+
+
+def _example_rows(
+    prepared: DataFrame,
+    lookback: int,
+    window: int,
+    *,
+    since: Column | None = None,
+    settled_pairs: DataFrame | None = None,
+) -> DataFrame:
+    """Examples without the item conversion rate, with ``_v`` (view time in microseconds).
+
+    With ``since``: only first views at or after it whose pair is not in ``settled_pairs``.
+    """
     first_views = _first_views_with_counts(prepared, lookback)
+    if since is not None:
+        first_views = first_views.where(F.col("view_ts") >= since)
+    if settled_pairs is not None:
+        first_views = first_views.join(settled_pairs, ["user_id", "item_id"], "left_anti")
     examples = first_views.join(_outcomes(first_views, prepared, window), ["user_id", "item_id"])
     return examples.select(
         F.xxhash64("user_id", "item_id", "view_ts").alias("example_id"),
@@ -256,7 +314,7 @@ def build_examples(events: DataFrame, settings: FeedbackSettings) -> DataFrame:
         *SIGNAL_COLUMNS,
         "conversion_ts",
         *FEATURE_COLUMNS[:-1],
-        _item_conversion_rate(lookback, window),
+        "_v",
     )
 
 
@@ -277,11 +335,30 @@ def buys_without_prior_view(events: DataFrame) -> DataFrame:
     )
 
 
-def write_examples(spark: SparkSession, examples: DataFrame, path: str) -> None:
+def buys_without_prior_view_since(
+    events: DataFrame, examples: DataFrame, start: datetime
+) -> DataFrame:
+    """``buys_without_prior_view`` for the buys at or after ``start``, given the complete
+    ``examples`` table: a pair's example is its first view, so a buy has a view strictly before
+    it exactly when its pair has an example viewed before it."""
+    since = F.lit(start).cast("timestamp")
+    buys = _prepared(events).where(_is("buy") & (F.col("event_ts") >= since))
+    first_view = examples.select("user_id", "item_id", F.col("view_ts").alias("_first"))
+    return (
+        buys.join(first_view, ["user_id", "item_id"], "left")
+        .where(F.col("_first").isNull() | (F.col("_first") >= F.col("event_ts")))
+        .select("user_id", "item_id", "event_ts")
+    )
+
+
+def write_examples(
+    spark: SparkSession, examples: DataFrame, path: str, user_metadata: str | None = None
+) -> None:
     """Replace the whole Delta ``examples`` table at ``path`` with ``examples`` in one commit.
 
-    Why the whole table and not a slice: examples are recomputed from all events on every run,
-    and a new event can change rows on any date. A late view earlier than a pair's first view
+    The full rebuild (feedback/refresh.py decides when an incremental one is safe). Why the
+    whole table and not a slice when rebuilding from all events: a new event can change rows on
+    any date. A late view earlier than a pair's first view
     moves the example to another ``view_date`` (and ``example_id``); a buy or signal revises an
     example viewed up to ``W`` earlier; every event shifts the as-of features of the next ``L``
     days. Replacing only the dates of the new events (``replaceWhere``) would leave stale or
@@ -292,13 +369,10 @@ def write_examples(spark: SparkSession, examples: DataFrame, path: str) -> None:
     """
     action = "replacing" if is_delta_table(spark, path) else "creating"
     log.info("%s the examples table %s", action, path)
-    (
-        examples.select(*EXAMPLE_COLUMNS)
-        .write.format("delta")
-        .mode("overwrite")
-        .partitionBy(PARTITION_COLUMN)
-        .save(path)
-    )
+    writer = examples.select(*EXAMPLE_COLUMNS).write.format("delta")
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
+    writer.mode("overwrite").partitionBy(PARTITION_COLUMN).save(path)
 
 
 def examples_summary(examples: DataFrame) -> dict[str, int]:
@@ -312,10 +386,12 @@ def examples_summary(examples: DataFrame) -> dict[str, int]:
 
 
 def examples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
-    """Read ``events``, write ``examples``, log and return the counts.
+    """Read ``events``, refresh ``examples`` (all of it, the days new events can change, or
+    nothing: feedback/refresh.py), log and return the counts.
 
     Returns ``examples``, ``converted``, ``with_revisit``, ``with_fav``, ``with_cart`` (counted
-    on the written table) and ``buys_without_prior_view``.
+    on the written table), ``buys_without_prior_view`` (among the buys this refresh read: all of
+    them in a full rebuild) and ``rows_written``.
     """
     events_path = cfg.table_path("events")
     examples_path = cfg.table_path("examples")
@@ -323,30 +399,79 @@ def examples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
         raise ExamplesInputError(
             f"no events table at {events_path}: run ingest_events before build_examples"
         )
-    events = spark.read.format("delta").load(events_path)
+    plan = plan_examples_refresh(spark, events_path, examples_path, cfg.feedback)
+    log.info("examples refresh: %s", plan.describe())
+    if plan.mode == "current":
+        counts = examples_summary(spark.read.format("delta").load(examples_path))
+        return {**counts, "buys_without_prior_view": 0, "rows_written": 0}
+    events = spark.read.format("delta").option("versionAsOf", plan.events_version)
+    events = events.load(events_path)
     check_events_schema(events)
-    events = events.select(*REQUIRED_EVENT_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        orphans = buys_without_prior_view(events).count()
-        if orphans:
-            log.warning(
-                "%d buys without a prior view of the item by the user: not examples", orphans
-            )
-        else:
-            log.info("0 buys without a prior view")
-        with timed(log, f"building examples into {examples_path}"):
-            write_examples(spark, build_examples(events, cfg.feedback), examples_path)
-    finally:
-        events.unpersist()
+    record = ExamplesBuild.of(plan.events_version, cfg.feedback).to_json()
+    if plan.mode == "full":
+        orphans = _rebuild_all(spark, events, cfg.feedback, examples_path, record)
+    else:
+        orphans = _rebuild_since(spark, events, cfg.feedback, examples_path, record, plan.start)
     counts = examples_summary(spark.read.format("delta").load(examples_path))
     counts["buys_without_prior_view"] = orphans
+    counts["rows_written"] = last_commit_metric(spark, examples_path, "numOutputRows")
     log.info(
-        "examples: %d (%d converted; with revisit %d, fav %d, cart %d) in %s",
+        "examples: %d (%d converted; with revisit %d, fav %d, cart %d; %d rows written) in %s",
         counts["examples"],
         counts["converted"],
         counts["with_revisit"],
         counts["with_fav"],
         counts["with_cart"],
+        counts["rows_written"],
         examples_path,
     )
     return counts
+
+
+def _rebuild_all(
+    spark: SparkSession, events: DataFrame, settings: FeedbackSettings, path: str, record: str
+) -> int:
+    """Replace the whole table from all events; the count of buys without a prior view."""
+    events = events.select(*REQUIRED_EVENT_COLUMNS).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        orphans = buys_without_prior_view(events).count()
+        _log_orphans(orphans, "")
+        with timed(log, f"building examples into {path}"):
+            write_examples(spark, build_examples(events, settings), path, user_metadata=record)
+    finally:
+        events.unpersist()
+    return orphans
+
+
+def _rebuild_since(
+    spark: SparkSession,
+    events: DataFrame,
+    settings: FeedbackSettings,
+    path: str,
+    record: str,
+    start: datetime,
+) -> int:
+    """Swap in the examples viewed from ``start`` on (whole view_date partitions, one commit)."""
+    settled = spark.read.format("delta").load(path)
+    rows = build_examples_since(events, settled, settings, start)
+    with timed(log, f"rebuilding the examples viewed from {start:%Y-%m-%d} in {path}"):
+        replace_where(
+            spark,
+            rows.select(*EXAMPLE_COLUMNS),
+            path,
+            f"{PARTITION_COLUMN} >= '{start:%Y-%m-%d}'",
+            user_metadata=record,
+        )
+    examples = spark.read.format("delta").load(path)
+    orphans = buys_without_prior_view_since(events, examples, start).count()
+    _log_orphans(orphans, f" since {start:%Y-%m-%d}")
+    return orphans
+
+
+def _log_orphans(orphans: int, span: str) -> None:
+    if orphans:
+        log.warning(
+            "%d buys%s without a prior view of the item by the user: not examples", orphans, span
+        )
+    else:
+        log.info("0 buys%s without a prior view", span)

@@ -17,6 +17,21 @@ def is_delta_table(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def table_version(spark: SparkSession, path: str) -> int:
+    """The table's latest version (its last commit)."""
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").head()["version"])
+
+
+def enable_change_data_feed(spark: SparkSession, path: str) -> bool:
+    """Record row-level changes from the next commit on (readers of the change feed need it);
+    returns True when this call turned it on."""
+    properties = DeltaTable.forPath(spark, path).detail().select("properties").head()[0] or {}
+    if properties.get("delta.enableChangeDataFeed", "false").lower() == "true":
+        return False
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+    return True
+
+
 def merge_new_rows(
     spark: SparkSession,
     rows: DataFrame,
@@ -30,7 +45,7 @@ def merge_new_rows(
     """
     if not is_delta_table(spark, path):
         rows.write.format("delta").partitionBy(*partition_columns).mode("errorifexists").save(path)
-        return _last_metric(spark, path, "numOutputRows")
+        return last_commit_metric(spark, path, "numOutputRows")
     on = " AND ".join(f"t.`{c}` = s.`{c}`" for c in [*partition_columns, *key_columns])
     (
         DeltaTable.forPath(spark, path)
@@ -39,15 +54,29 @@ def merge_new_rows(
         .whenNotMatchedInsertAll()
         .execute()
     )
-    return _last_metric(spark, path, "numTargetRowsInserted")
+    return last_commit_metric(spark, path, "numTargetRowsInserted")
 
 
-def replace_where(spark: SparkSession, rows: DataFrame, path: str, predicate: str) -> None:
+def replace_where(
+    spark: SparkSession,
+    rows: DataFrame,
+    path: str,
+    predicate: str,
+    *,
+    partition_columns: Sequence[str] = (),
+    user_metadata: str | None = None,
+) -> None:
     """Atomically replace the rows matching ``predicate`` with ``rows`` (create the table if new).
 
     Every row written must satisfy the predicate; Delta checks it and fails the commit otherwise.
+    ``partition_columns`` apply when the table is created; ``user_metadata`` is stored with the
+    commit (``DESCRIBE HISTORY`` shows it).
     """
     writer = rows.write.format("delta")
+    if partition_columns:
+        writer = writer.partitionBy(*partition_columns)
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
     if is_delta_table(spark, path):
         writer = writer.mode("overwrite").option("replaceWhere", predicate)
     else:
@@ -55,7 +84,8 @@ def replace_where(spark: SparkSession, rows: DataFrame, path: str, predicate: st
     writer.save(path)
 
 
-def _last_metric(spark: SparkSession, path: str, name: str) -> int:
+def last_commit_metric(spark: SparkSession, path: str, name: str) -> int:
+    """One of the last commit's ``operationMetrics`` (e.g. ``numOutputRows``), 0 if absent."""
     last = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").head()
     metrics = (last["operationMetrics"] if last else None) or {}
     return int(metrics.get(name, 0))
