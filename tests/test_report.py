@@ -8,6 +8,7 @@ checked against numbers computed independently (numpy on the same generated scor
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -562,3 +563,24 @@ def test_publish_swaps_folders_and_report_dir_needs_a_local_root(tmp_path: Path)
         report_dir(cfg, RUN_DATE)
     local = make_test_config(tmp_path, f"paths.data_root=file://{tmp_path}/root")
     assert report_dir(local, RUN_DATE) == tmp_path / "root" / "reports" / "2026-02-01"
+
+
+def test_folders_of_killed_runs_are_removed_once_stale(tmp_path: Path) -> None:
+    from recbatch.report.stage import remove_leftovers
+
+    target = tmp_path / "2026-02-01"
+    target.mkdir()
+    stale = [tmp_path / ".2026-02-01.tmp-dead", tmp_path / ".2026-02-01.old-dead"]
+    fresh = tmp_path / ".2026-02-01.tmp-live"  # a run of the date that may still be working
+    other = tmp_path / ".2026-02-02.tmp-dead"  # another date's: not this run's business
+    for folder in [*stale, fresh, other]:
+        folder.mkdir()
+        (folder / "index.html").write_text("partial")
+    an_hour_ago = datetime.now(UTC).timestamp() - 3600
+    for folder in [*stale, other]:
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+
+    assert sorted(remove_leftovers(target, max_age_s=1800)) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, fresh.name, other.name]
+    )

@@ -6,7 +6,8 @@ to ``reports/.<run_date>.tmp-<id>`` beside the target; only when the page and ev
 complete is the previous folder renamed aside, the new one renamed into place (both renames are
 atomic on one filesystem) and the old one deleted. Any failure before that deletes the staging
 folder and leaves the previous report as it was; if the second rename fails, the first is undone.
-Between the two renames, for a moment, there is no folder at all, never a partial one.
+Between the two renames, for a moment, there is no folder at all, never a partial one. Folders
+left by a killed run are removed by the next successful one (``remove_leftovers``).
 """
 
 from __future__ import annotations
@@ -64,9 +65,33 @@ def report_stage(spark: SparkSession, cfg: RecbatchConfig) -> str:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    remove_leftovers(target, max_age_s=cfg.runs.lock_ttl_minutes * 60)
     index = target / INDEX
     log.info("report: %s", index)
     return str(index)
+
+
+def remove_leftovers(target: Path, max_age_s: float) -> list[Path]:
+    """Delete the staging and set-aside folders of ``target`` that killed runs left behind.
+
+    Only folders untouched for ``max_age_s`` (the run lock's TTL: a live run of the date would
+    hold the lock and be younger) go, and only after this run published its report, so a
+    previous report set aside by a run killed between its two renames is never the only copy.
+    """
+    cutoff = datetime.now(UTC).timestamp() - max_age_s
+    removed = []
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for leftover in target.parent.glob(pattern):
+            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+    if removed:
+        log.info(
+            "report: removed %d folders left by killed runs: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
 
 
 def _render(ctx: ReportContext) -> str:
