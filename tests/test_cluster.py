@@ -1,4 +1,8 @@
-"""spark-submit.sh against a real Spark standalone cluster (one master, one worker) on 127.0.0.1."""
+"""spark-submit.sh against a real Spark standalone cluster (one master, two workers) on 127.0.0.1.
+
+Two workers of one core each: the conversion model's TorchDistributor runs
+``conversion.num_processes`` (2) barrier tasks at once, one per worker.
+"""
 
 from __future__ import annotations
 
@@ -45,9 +49,38 @@ def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
         )
 
 
+WORKERS = 2
+"""Workers of the cluster, one core and WORKER_MEMORY each (driver 1g + executors 1g fit)."""
+WORKER_MEMORY = "2g"
+EXECUTOR_MEMORY = "1g"
+
+
+def worker_dir(workdir: Path, index: int) -> Path:
+    """The ``--work-dir`` of worker ``index``: its executors' ``app-*/<id>/stderr`` are there."""
+    return workdir / f"work-{index}"
+
+
+def executor_logs(workdir: Path, index: int) -> list[Path]:
+    return sorted(worker_dir(workdir, index).glob("app-*/*/stderr"))
+
+
+def _ran_tasks(log: Path) -> bool:
+    """Whether the executor whose stderr is ``log`` ran a task (Spark logs each at INFO)."""
+    return "Running task" in log.read_text(errors="replace")
+
+
+def assert_tasks_on_every_worker(workdir: Path, before: dict[int, set[Path]]) -> None:
+    """Executors started since ``before`` (per worker, its executor logs then) ran tasks on
+    every worker."""
+    for index in range(WORKERS):
+        new = set(executor_logs(workdir, index)) - before[index]
+        assert new, f"no executor of this application started on worker {index}"
+        assert any(_ran_tasks(log) for log in new), f"no task ran on worker {index}: {new}"
+
+
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """Start a master and a worker by their classes; stop both by process id afterwards."""
+    """Start a master and WORKERS workers by their classes; stop them by process id afterwards."""
     workdir = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(SPARK_CLASS.parents[1])}
     env.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -69,26 +102,31 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     processes = [master]
     try:
         _wait_for(workdir / "master.log", "I have been elected leader", master)
-        worker = _start(
-            [
-                "org.apache.spark.deploy.worker.Worker",
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                "1",
-                "--memory",
-                "2g",
-                "--webui-port",
-                str(_free_port()),
-                "--work-dir",
-                str(workdir / "work"),
-                master_url,
-            ],
-            workdir / "worker.log",
-            env,
-        )
-        processes.append(worker)
-        _wait_for(workdir / "worker.log", "Successfully registered with master", worker)
+        workers = []
+        for index in range(WORKERS):
+            log = workdir / f"worker-{index}.log"
+            worker = _start(
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "1",
+                    "--memory",
+                    WORKER_MEMORY,
+                    "--webui-port",
+                    str(_free_port()),
+                    "--work-dir",
+                    str(worker_dir(workdir, index)),
+                    master_url,
+                ],
+                log,
+                env,
+            )
+            processes.append(worker)
+            workers.append((log, worker))
+        for log, worker in workers:
+            _wait_for(log, "Successfully registered with master", worker)
         yield master_url, workdir
     finally:
         for process in reversed(processes):
@@ -101,40 +139,41 @@ def standalone_cluster(tmp_path_factory) -> Iterator[tuple[str, Path]]:
                 process.wait()
 
 
+def _submit(job: str, *overrides: str, timeout: float) -> tuple[int, str]:
+    """``./spark-submit.sh JOB --set ...``; its exit code and merged output."""
+    command = [str(PROJECT_ROOT / "spark-submit.sh"), job]
+    for override in overrides:
+        command += ["--set", override]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
+
+
 def test_ingestion_through_spark_submit_on_standalone_cluster(
     standalone_cluster, spark, shared_data
 ):
     master_url, workdir = standalone_cluster
     data_root = workdir / "data"
-    command = [
-        str(PROJECT_ROOT / "spark-submit.sh"),
+    code, output = _submit(
         "ingest_events",
-        "--set",
         f"spark.master={master_url}",
-        "--set",
         "spark.driver_memory=1g",
-        "--set",
+        f"spark.extra_conf.spark.executor.memory={EXECUTOR_MEMORY}",
         f"paths.data_root={data_root}",
-        "--set",
         f"ingest.input_path={shared_data / 'taobao_user_behavior_dev.csv'}",
-        "--set",
         "ingest.input_format=taobao",
-        "--set",
         "ingest.window_start=2017-11-25T00:00:00+08:00",
-        "--set",
         "ingest.window_end=2017-12-01T00:00:00+08:00",
-        "--set",
         "run_date=2026-02-01",
-    ]
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    output = result.stdout + result.stderr  # spark-submit merges the driver's stderr into stdout
-    assert result.returncode == 0, output[-4000:]
+        timeout=600,
+    )
+    # spark-submit merges the driver's stderr into stdout
+    assert code == 0, output[-4000:]
     assert f"session on {master_url}" in output
     assert re.search(r"\d+ rows read from .*: \d+ accepted, 36 quarantined", output), output[-2000:]
 
-    executors = list((workdir / "work").glob("app-*/*/stderr"))
-    assert executors, "no executor ran on the worker"
+    executors = [log for index in range(WORKERS) for log in executor_logs(workdir, index)]
+    assert executors, "no executor ran on the workers"
     events = spark.read.format("delta").load(str(data_root / "tables" / "events"))
     quarantine = spark.read.format("delta").load(str(data_root / "tables" / "quarantine"))
     assert events.count() > 50_000
@@ -142,6 +181,126 @@ def test_ingestion_through_spark_submit_on_standalone_cluster(
         "malformed_row",
         "before_window",
     }
+
+
+DISTRIBUTED_PROBE = """
+import sys
+from pyspark.sql import SparkSession
+from recbatch.train.distributed import rank_and_world, run_distributed
+spark = (
+    SparkSession.builder.master(sys.argv[1])
+    .config("spark.executor.memory", sys.argv[2])
+    .config("spark.driver.memory", "1g")
+    .config("spark.ui.enabled", "false")
+    .getOrCreate()
+)
+print("rank 0 returned", run_distributed(rank_and_world, num_processes=2, spark=spark))
+spark.stop()
+"""
+
+
+def test_run_distributed_as_barrier_tasks_on_two_workers(standalone_cluster):
+    """``run_distributed`` on a cluster: one barrier task per torch process, every task must
+    finish with its output written (rank 1 leaving early failed the barrier stage)."""
+    master_url, workdir = standalone_cluster
+    before = {index: set(executor_logs(workdir, index)) for index in range(WORKERS)}
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    result = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED_PROBE, master_url, EXECUTOR_MEMORY],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "rank 0 returned (0, 2)" in result.stdout, output[-2000:]
+    assert_tasks_on_every_worker(workdir, before)  # the two barrier tasks: one per worker's core
+
+
+PIPELINE_DATE = "2026-02-01"
+REFRESH_STAGES = (
+    "generate",
+    "ingest",
+    "examples",
+    "flip_weights",
+    "conversion",
+    "scores",
+    "thresholds",
+    "decisions",
+    "report",
+)
+"""Stages the refresh must have (the pipeline's STAGE_NAMES may hold more, e.g. register)."""
+PIPELINE_TABLES = (
+    "events",
+    "examples",
+    "training_weights",
+    "conversion_metrics",
+    "scores",
+    "thresholds",
+    "decisions",
+)
+
+
+@pytest.mark.slow
+def test_pipeline_through_spark_submit_on_two_workers(standalone_cluster, spark):
+    """The whole refresh (generate .. report) on the cluster, on a small generated log: every
+    stage succeeds, executors ran on both workers (the conversion model's two barrier tasks need
+    both cores at once), and every table the stages write has rows."""
+    from recbatch.pipeline import STAGE_NAMES
+
+    master_url, workdir = standalone_cluster
+    data_root = workdir / "pipeline"
+    before = {index: set(executor_logs(workdir, index)) for index in range(WORKERS)}
+    code, output = _submit(
+        "pipeline",
+        f"spark.master={master_url}",
+        "spark.driver_memory=1g",
+        f"spark.extra_conf.spark.executor.memory={EXECUTOR_MEMORY}",
+        "spark.shuffle_partitions=2",
+        f"paths.data_root={data_root}",
+        f"run_date={PIPELINE_DATE}",
+        # 14 days with W = 3 days: the flip model needs 2W of history before its cutoff, the
+        # conversion split trains before T = end - (3 test days + W) and tests on the next 3.
+        "generator.n_users=2000",
+        "generator.n_items=400",
+        "generator.n_categories=8",
+        "generator.days=14",
+        "generator.partitions=2",
+        "ingest.now=2026-02-15T00:00:00+00:00",
+        "feedback.attribution_window_hours=72",
+        "conversion.num_processes=2",
+        "conversion.epochs=2",
+        "conversion.batch_size=256",
+        "conversion.row_groups_per_trainer=2",
+        "uncertainty.heads=4",
+        "thresholds.n_buckets=3",
+        "thresholds.min_bucket_support=40",
+        "thresholds.score_bins=20",
+        timeout=1500,
+    )
+    assert code == 0, output[-6000:]
+    assert f"session on {master_url}" in output, output[-2000:]
+    assert "barrier tasks on " + master_url in output, output[-2000:]
+
+    assert_tasks_on_every_worker(workdir, before)
+
+    runs = (
+        spark.read.format("delta")
+        .load(str(data_root / "tables" / "runs"))
+        .where(f"run_date = '{PIPELINE_DATE}'")
+        .select("stage", "status", "error")
+        .collect()
+    )
+    assert set(REFRESH_STAGES) <= set(STAGE_NAMES)
+    statuses = {r["stage"]: r["status"] for r in runs}
+    errors = {r["stage"]: r["error"] for r in runs if r["error"]}
+    assert statuses == dict.fromkeys(STAGE_NAMES, "succeeded"), errors
+
+    for table in PIPELINE_TABLES:
+        rows = spark.read.format("delta").load(str(data_root / "tables" / table)).count()
+        assert rows > 0, f"the {table} table is empty"
+    assert (data_root / "reports" / PIPELINE_DATE / "index.html").is_file()
 
 
 def test_bad_config_fails_before_spark_starts(tmp_path):

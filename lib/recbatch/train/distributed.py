@@ -19,7 +19,10 @@ Two details of ``TorchDistributor`` (pyspark 4.0.1) this module takes care of:
 * in local mode every rank's return value is pickled to the *same* output file (the last writer
   wins, and two writers at once could mix their bytes). Here only rank 0 writes it: other ranks
   leave the process with ``os._exit(0)`` once the process group is torn down, so the result is
-  always rank 0's;
+  always rank 0's. On a cluster each rank is its own barrier task with its own output file, and
+  a task whose file is missing fails ("TorchDistributor failed during training"), failing the
+  whole barrier stage: there the other ranks return ``None`` (only task 0's output is
+  collected) instead of exiting;
 * ``use_gpu=True`` in local mode needs ``spark.driver.resource.gpu.amount`` (GPU resources of the
   driver); without it the distributor refuses to start. Then the distributor is run with
   ``use_gpu=False`` (it just does not assign ``CUDA_VISIBLE_DEVICES``) and the workers still pick
@@ -94,10 +97,14 @@ def _init_worker() -> torch.device:
     return device
 
 
-def _worker(train_fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+def _worker(
+    train_fn: Callable[..., Any], args: tuple, kwargs: dict, shared_output: bool = True
+) -> Any:
     """What each torch process runs: set up the process group, train, tear down.
 
-    Returns ``train_fn``'s result on rank 0; the other ranks exit here (see the module doc)."""
+    Returns ``train_fn``'s result on rank 0. With ``shared_output`` (local mode: all ranks write
+    one output file) the other ranks exit here; without it (a cluster: one output file per
+    barrier task, each must be written) they return ``None`` (see the module doc)."""
     _init_worker()
     rank, _ = rank_and_world()
     try:
@@ -107,11 +114,13 @@ def _worker(train_fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if rank != 0:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return result
+    if rank == 0:
+        return result
+    if not shared_output:
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _library_root() -> str:
@@ -158,7 +167,7 @@ def run_distributed(
         distributor = TorchDistributor(
             num_processes=num_processes, local_mode=local, use_gpu=use_gpu
         )
-        return distributor.run(_worker, train_fn, args, kwargs)
+        return distributor.run(_worker, train_fn, args, kwargs, local)
     finally:
         for key, value in saved.items():
             if value is None:
