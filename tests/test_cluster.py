@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyspark
@@ -242,13 +244,20 @@ PIPELINE_TABLES = (
 )
 
 
-@pytest.mark.slow
-def test_pipeline_through_spark_submit_on_two_workers(standalone_cluster, spark):
-    """The whole refresh (generate .. report) on the cluster, on a small generated log: every
-    stage succeeds, executors ran on both workers (the conversion model's two barrier tasks need
-    both cores at once), and every table the stages write has rows."""
-    from recbatch.pipeline import STAGE_NAMES
+@dataclass(frozen=True)
+class PipelineRun:
+    master_url: str
+    workdir: Path
+    data_root: Path
+    code: int
+    output: str
+    executors_before: dict[int, set[Path]]
 
+
+@pytest.fixture(scope="module")
+def cluster_pipeline(standalone_cluster) -> PipelineRun:
+    """The whole refresh (generate .. report) through spark-submit.sh on the cluster, once for
+    the tests that check its outcome and query its tables."""
     master_url, workdir = standalone_cluster
     data_root = workdir / "pipeline"
     before = {index: set(executor_logs(workdir, index)) for index in range(WORKERS)}
@@ -279,11 +288,22 @@ def test_pipeline_through_spark_submit_on_two_workers(standalone_cluster, spark)
         "thresholds.score_bins=20",
         timeout=1500,
     )
-    assert code == 0, output[-6000:]
+    return PipelineRun(master_url, workdir, data_root, code, output, before)
+
+
+@pytest.mark.slow
+def test_pipeline_through_spark_submit_on_two_workers(cluster_pipeline, spark):
+    """Every stage succeeds, executors ran on both workers (the conversion model's two barrier
+    tasks need both cores at once), and every table the stages write has rows."""
+    from recbatch.pipeline import STAGE_NAMES
+
+    run = cluster_pipeline
+    master_url, workdir, data_root, output = run.master_url, run.workdir, run.data_root, run.output
+    assert run.code == 0, output[-6000:]
     assert f"session on {master_url}" in output, output[-2000:]
     assert "barrier tasks on " + master_url in output, output[-2000:]
 
-    assert_tasks_on_every_worker(workdir, before)
+    assert_tasks_on_every_worker(workdir, run.executors_before)
 
     runs = (
         spark.read.format("delta")
@@ -303,17 +323,54 @@ def test_pipeline_through_spark_submit_on_two_workers(standalone_cluster, spark)
     assert (data_root / "reports" / PIPELINE_DATE / "index.html").is_file()
 
 
-def test_bad_config_fails_before_spark_starts(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("spark:\n  mastr: local[1]\n")
-    started = time.monotonic()
-    result = subprocess.run(
-        [str(PROJECT_ROOT / "spark-submit.sh"), "ingest_events", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "spark.mastr" in result.stderr and "Extra inputs are not permitted" in result.stderr
-    assert "SparkContext" not in result.stderr
-    assert time.monotonic() - started < 60
+README_SQL = re.compile(r"^\./spark-submit\.sh sql (.+)$", re.MULTILINE)
+MUST_HAVE_ROWS = {"events", "thresholds", "conversion_metrics", "runs", "decisions"}
+
+
+def readme_sql_statements() -> list[str]:
+    """Every ``./spark-submit.sh sql '...'`` line of the README, as the shell would pass it."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    return [_statement(shlex.split(m.group(1))) for m in README_SQL.finditer(readme)]
+
+
+def _statement(arguments: list[str]) -> str:
+    """The one positional argument of the sql job (its options take a value each)."""
+    positional, skip = [], False
+    for argument in arguments:
+        if not skip and argument in ("--config", "--set", "--limit"):
+            skip = True
+        elif skip:
+            skip = False
+        else:
+            positional.append(argument)
+    assert len(positional) == 1, arguments
+    return positional[0]
+
+
+@pytest.mark.slow
+def test_readme_sql_examples_run_on_the_pipeline_tables(cluster_pipeline, spark):
+    """The README's queries, by name, through the sql job's own code, on the tables the cluster
+    pipeline wrote. Time travel to yesterday needs history across yesterday's midnight: the
+    decisions table's first commit is dated two days back, then the decisions stage runs again
+    today, as on a table refreshed nightly."""
+    from conftest import make_test_config
+
+    from recbatch.sql import run_sql
+    from recbatch.thresholds.stage import decisions_stage
+
+    assert cluster_pipeline.code == 0, cluster_pipeline.output[-3000:]
+    cfg = make_test_config(cluster_pipeline.data_root, f"run_date={PIPELINE_DATE}")
+    first_commit = Path(cfg.table_path("decisions")) / "_delta_log" / f"{0:020d}.json"
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(first_commit, (two_days_ago, two_days_ago))
+    decisions_stage(spark, cfg)
+
+    statements = readme_sql_statements()
+    assert len(statements) >= 15, statements
+    for statement in statements:
+        rows = run_sql(spark, cfg, statement).collect()
+        tables = set(re.findall(r"\bFROM (\w+)", statement)) | set(
+            re.findall(r"HISTORY (\w+)", statement)
+        )
+        if tables & MUST_HAVE_ROWS and " accepted AND " not in statement:
+            assert rows, f"no rows from: {statement}"
