@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from recbatch.config import PROJECT_ROOT, ConfigError, RecbatchConfig, load_config
+from recbatch.config import PROJECT_ROOT, ConfigError, RecbatchConfig, load_config, local_path
 from recbatch.errors import RecbatchError
 from recbatch.io.delta import is_delta_table
 from recbatch.log import get_logger
@@ -121,9 +121,9 @@ def _full_text(err: BaseException) -> str:
 def _register(spark: SparkSession, cfg: RecbatchConfig, table: str) -> Registration:
     location = cfg.table_path(table)
     name = qualified(cfg, table)
-    registered = registered_location(spark, cfg, table)
+    registered = _registration(spark, cfg, table)
     exists = is_delta_table(spark, location)
-    if registered is not None and exists and _same_location(registered, location):
+    if registered is not None and exists and _same_location(registered["Location"], location):
         return Registration(table, location, "unchanged")
     if registered is not None:
         _drop_pointer(spark, name, registered, location)
@@ -133,33 +133,31 @@ def _register(spark: SparkSession, cfg: RecbatchConfig, table: str) -> Registrat
     return Registration(table, location, "created" if registered is None else "relocated")
 
 
-def _drop_pointer(spark: SparkSession, name: str, registered: str, location: str) -> None:
+def _drop_pointer(
+    spark: SparkSession, name: str, registered: dict[str, str], location: str
+) -> None:
     """Drop a name that points elsewhere (or at a table that is gone): only ever a pointer."""
-    if _table_type(spark, name) != "EXTERNAL":
+    if registered.get("Type", "").upper() != "EXTERNAL":
         raise CatalogError(
-            f"{name} is a managed table at {registered}, not recbatch's table at {location};"
-            " dropping it would delete its data. Rename or drop it yourself, or set"
+            f"{name} is a managed table at {registered['Location']}, not recbatch's table at"
+            f" {location}; dropping it would delete its data. Rename or drop it yourself, or set"
             " catalog.database to another database."
         )
-    log.warning("catalog: %s pointed at %s; the table is at %s now", name, registered, location)
+    log.warning(
+        "catalog: %s pointed at %s; the table is at %s now", name, registered["Location"], location
+    )
     spark.sql(f"DROP TABLE {name}")
 
 
-def registered_location(spark: SparkSession, cfg: RecbatchConfig, table: str) -> str | None:
-    """Where ``<database>.<table>`` points, or None when the name is not registered."""
+def _registration(spark: SparkSession, cfg: RecbatchConfig, table: str) -> dict[str, str] | None:
+    """The '# Detailed Table Information' rows of DESCRIBE TABLE EXTENDED (Location, Type, ...)
+    of ``<database>.<table>``, or None when the name is not registered."""
     if not spark.catalog.tableExists(f"{cfg.catalog.database}.{table}"):
         return None
-    return _describe(spark, qualified(cfg, table)).get("Location")
-
-
-def _table_type(spark: SparkSession, name: str) -> str:
-    return _describe(spark, name).get("Type", "").upper()
-
-
-def _describe(spark: SparkSession, name: str) -> dict[str, str]:
-    """The '# Detailed Table Information' rows of DESCRIBE TABLE EXTENDED (a handful of rows)."""
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect()
-    return {r["col_name"]: r["data_type"] for r in rows if r["col_name"]}
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {qualified(cfg, table)}").collect()
+    detail = {r["col_name"]: r["data_type"] for r in rows if r["col_name"]}
+    detail.setdefault("Location", "")
+    return detail
 
 
 def _same_location(a: str, b: str) -> bool:
@@ -195,13 +193,13 @@ def init_sql(cfg: RecbatchConfig, present: Sequence[str]) -> str:
 
 def tables_on_local_disk(cfg: RecbatchConfig) -> list[str]:
     """The output tables that exist, checked without Spark (spark-sql is started after this)."""
-    root = cfg.path("tables")
-    if "://" in root and not root.startswith("file:"):
+    base = local_path(cfg.path("tables"))
+    if base is None:
         raise CatalogError(
             f"spark-sql with catalog.metastore=session looks for the tables on local disk, but"
-            f" paths.tables is {root}; use catalog.metastore=hive with a shared metastore there"
+            f" paths.tables is {cfg.path('tables')}; use catalog.metastore=hive with a shared"
+            " metastore there"
         )
-    base = Path(_normalise(root))
     return [t for t in OUTPUT_TABLES if (base / t / "_delta_log").is_dir()]
 
 
@@ -233,7 +231,8 @@ def _spark_sql_main(argv: Sequence[str] | None = None) -> None:
     args, user_args = parser.parse_known_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        init_file = Path(_normalise(cfg.path("work"))) / "spark-sql-init.sql"
+        work = local_path(cfg.path("work")) or PROJECT_ROOT / "var"
+        init_file = work / "spark-sql-init.sql"
         command = spark_sql_command(cfg, user_args, init_file)
     except (ConfigError, RecbatchError) as err:
         print(f"recbatch: {err}", file=sys.stderr)

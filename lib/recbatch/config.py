@@ -12,6 +12,7 @@ import os
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -296,6 +297,16 @@ class RecbatchConfig(_Section):
 
 def _is_uri(path: str) -> bool:
     return "://" in path
+
+
+def local_path(location: str) -> Path | None:
+    """A local path or ``file:`` URI as a local path; None for other URIs (``hdfs://``, ``s3a://``).
+
+    For the things that must be plain files every submitting machine sees: the report, the run
+    lock, an embedded metastore, the spark-sql shell's view of the tables."""
+    if location.startswith("file:"):
+        return Path(urlparse(location).path)
+    return None if _is_uri(location) else Path(location)
 
 
 def _join(base: str, child: str) -> str:

@@ -31,24 +31,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from delta.exceptions.captured import (  # importing this module makes PySpark raise them
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
-)
+from delta.exceptions import captured as delta_errors  # importing it makes PySpark raise them
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recbatch.config import RecbatchConfig
+from recbatch.config import RecbatchConfig, local_path
 from recbatch.errors import RecbatchError
 from recbatch.io.delta import is_delta_table
 from recbatch.log import get_logger, timed
@@ -183,11 +173,9 @@ def lock_dir(cfg: RecbatchConfig) -> Path:
     value = cfg.runs.lock_dir or "locks"
     if "://" not in value and not Path(value).is_absolute():
         value = f"{data_root.rstrip('/')}/{value}"
-    if "://" not in value:
-        return Path(value)
-    uri = urlparse(value)
-    if uri.scheme == "file":
-        return Path(uri.path)
+    path = local_path(value)
+    if path is not None:
+        return path
     raise RunsError(
         f"the run lock needs a POSIX directory shared by every machine that submits the "
         f"pipeline, not {value}: set runs.lock_dir (e.g. --set runs.lock_dir=/shared/locks)"
@@ -447,14 +435,14 @@ RUNS_SCHEMA = T.StructType(
 )
 
 _CONFLICTS = (
-    ConcurrentAppendException,
-    ConcurrentDeleteDeleteException,
-    ConcurrentDeleteReadException,
-    ConcurrentTransactionException,
-    ConcurrentWriteException,
-    DeltaConcurrentModificationException,
-    MetadataChangedException,
-    ProtocolChangedException,
+    delta_errors.ConcurrentAppendException,
+    delta_errors.ConcurrentDeleteDeleteException,
+    delta_errors.ConcurrentDeleteReadException,
+    delta_errors.ConcurrentTransactionException,
+    delta_errors.ConcurrentWriteException,
+    delta_errors.DeltaConcurrentModificationException,
+    delta_errors.MetadataChangedException,
+    delta_errors.ProtocolChangedException,
 )
 
 

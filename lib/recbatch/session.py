@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from recbatch.config import PROJECT_ROOT, RecbatchConfig
+from recbatch.config import PROJECT_ROOT, RecbatchConfig, local_path
 from recbatch.errors import RecbatchError
 from recbatch.log import get_logger
 
@@ -115,13 +115,14 @@ def catalog_settings(cfg: RecbatchConfig) -> dict[str, str]:
 
 def embedded_metastore(cfg: RecbatchConfig) -> str:
     """The embedded Derby metastore's folder: a local path under the data root."""
-    root = cfg.path("data_root")
-    if "://" in root and not root.startswith("file:"):
+    root = local_path(cfg.path("data_root"))
+    if root is None:
         raise RecbatchError(
             f"catalog.metastore=hive needs a metastore service or database on a data root like "
-            f"{root}: set {METASTORE_URIS_KEY} or {DERBY_URL_KEY} in spark.extra_conf"
+            f"{cfg.path('data_root')}: set {METASTORE_URIS_KEY} or {DERBY_URL_KEY} in"
+            " spark.extra_conf"
         )
-    return root.removeprefix("file://").removeprefix("file:") + "/metastore_db"
+    return str(root / "metastore_db")
 
 
 def launched_by_spark_submit() -> bool:

@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from recbatch.config import RecbatchConfig
+from recbatch.config import RecbatchConfig, local_path
 from recbatch.log import get_logger, timed
 from recbatch.report import html, sections
 from recbatch.report.errors import ReportError
@@ -36,15 +35,13 @@ INDEX = "index.html"
 def report_dir(cfg: RecbatchConfig, run_date: date) -> Path:
     """``<data_root>/reports/<run_date>``. The report is files for people to open, so the data
     root must be a local or mounted path (``file://`` is accepted); other URIs are refused."""
-    root = cfg.path("data_root")
-    if root.startswith("file:"):
-        root = urlparse(root).path
-    elif "://" in root:
+    root = local_path(cfg.path("data_root"))
+    if root is None:
         raise ReportError(
-            f"the report is written as local files, but paths.data_root is {root}; "
-            "run it with a data root on a local or mounted filesystem"
+            f"the report is written as local files, but paths.data_root is "
+            f"{cfg.path('data_root')}; run it with a data root on a local or mounted filesystem"
         )
-    return Path(root) / "reports" / run_date.isoformat()
+    return root / "reports" / run_date.isoformat()
 
 
 def report_stage(spark: SparkSession, cfg: RecbatchConfig) -> str:
