@@ -15,7 +15,7 @@ RUNTIME_PINS = [
     "delta-spark==4.0.1",
     # GraphFrames for Spark 4; its JVM side is io.graphframes:graphframes-spark4_2.13 of the same
     # version (lib/jvm/pom.xml).
-    "graphframes-py==0.10.0",
+    "graphframes-py==0.11.0",
     # petastorm 0.13.1 calls pyarrow.filesystem and the legacy ParquetDataset, both removed in
     # pyarrow 15, and it is built for numpy 1.x.
     "pyarrow==14.0.2",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recbatch.config import PROJECT_ROOT, RecbatchConfig, load_config
-from recbatch.session import build_session, unavailable_reason
+from recbatch.session import build_session
 
 SHARED_DATA = Path(os.environ.get("RECBATCH_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
@@ -85,11 +85,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared datasets not found at {SHARED_DATA} (set RECBATCH_SHARED_DATA)")
     return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
-def graphframes_ready(cfg: RecbatchConfig) -> None:
-    """GraphFrames' JVM jars must be installed; if Maven could not resolve them, say why."""
-    reason = unavailable_reason(cfg, "graphframes")
-    if reason:
-        pytest.skip(reason)

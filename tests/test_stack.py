@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from delta.tables import DeltaTable
+from graphframes import GraphFrame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -75,9 +76,7 @@ def test_delta_overwrite_time_travel_and_history(
 # --- GraphFrames --------------------------------------------------------------------------------
 
 
-def test_graphframes_degrees(graphframes_ready: None, spark: SparkSession) -> None:
-    from graphframes import GraphFrame  # its JVM side is only there when the fixture did not skip
-
+def test_graphframes_degrees(spark: SparkSession) -> None:
     vertices = spark.createDataFrame([(v,) for v in "abcde"], "id string")
     edges = spark.createDataFrame(
         [("a", "b"), ("a", "c"), ("b", "c"), ("c", "a"), ("d", "a"), ("d", "c")],

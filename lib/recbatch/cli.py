@@ -70,7 +70,8 @@ def _launch_args_main(argv: Sequence[str] | None = None) -> None:
     args, _ = argument_parser("spark-submit launch options for a config").parse_known_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        require_library(cfg, "delta")
+        for library in ("delta", "graphframes"):
+            require_library(cfg, library)
     except (ConfigError, JarsUnavailable) as err:
         print(f"recbatch: {err}", file=sys.stderr)
         sys.exit(2)

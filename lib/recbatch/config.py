@@ -39,6 +39,7 @@ class _Section(BaseModel):
 
 
 # After _Section: the thresholds package defines its own section on it (settings.py imports it).
+from recbatch.graph.settings import GraphSettings, SamplingSettings  # noqa: E402
 from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
 
 
@@ -80,6 +81,7 @@ class PathSettings(_Section):
     tables: str = "tables"
     checkpoints: str = "checkpoints"
     work: str = "work"
+    samples: str = Field("samples", description="neighbourhood samples (Parquet), per run date")
 
 
 class GeneratorSettings(_Section):
@@ -268,6 +270,8 @@ class RecbatchConfig(_Section):
     conversion: ConversionSettings = ConversionSettings()
     uncertainty: UncertaintySettings = UncertaintySettings()
     thresholds: ThresholdSettings = ThresholdSettings()
+    graph: GraphSettings = GraphSettings()
+    sampling: SamplingSettings = SamplingSettings()
     runs: RunSettings = RunSettings()
     catalog: CatalogSettings = CatalogSettings()
 
@@ -284,6 +288,11 @@ class RecbatchConfig(_Section):
         if self.ingest.input_path:
             return _resolve(self.ingest.input_path, PROJECT_ROOT)
         return self.path("raw_events")
+
+    def project_file(self, value: str) -> str:
+        """An input file named in config (an edge list, a node list): relative to the project
+        root, URIs and absolute paths as they are."""
+        return _resolve(value, PROJECT_ROOT)
 
     def table_path(self, table: str) -> str:
         """Location of a Delta table by name, e.g. ``table_path("events")``."""

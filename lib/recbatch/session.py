@@ -44,16 +44,14 @@ def unavailable_reason(cfg: RecbatchConfig, library: str) -> str | None:
     """Why a JVM library cannot be used, or None when its jars are installed."""
     if library_jars(cfg, library):
         return None
-    marker = jars_dir(cfg) / library / "UNAVAILABLE"
-    detail = marker.read_text().strip() if marker.is_file() else "its jars were never resolved"
-    return f"{library} JVM jars are not installed under {jars_dir(cfg) / library}: {detail}"
+    return f"{library} JVM jars are not installed under {jars_dir(cfg) / library}"
 
 
 def require_library(cfg: RecbatchConfig, library: str) -> None:
     """Fail with a clear message (not a ClassNotFoundException) when a library is missing."""
     reason = unavailable_reason(cfg, library)
     if reason:
-        raise JarsUnavailable(f"{reason}. Run lib/install.sh --force once it can be resolved.")
+        raise JarsUnavailable(f"{reason}: run lib/install.sh (it says which repository failed)")
 
 
 def all_jars(cfg: RecbatchConfig) -> list[Path]:
@@ -62,7 +60,8 @@ def all_jars(cfg: RecbatchConfig) -> list[Path]:
 
 def launch_settings(cfg: RecbatchConfig) -> dict[str, str]:
     """Settings that only take effect when the JVM starts (spark-submit.sh passes the same)."""
-    require_library(cfg, "delta")
+    for library in ("delta", "graphframes"):
+        require_library(cfg, library)
     settings = {
         "spark.master": cfg.spark.master,
         "spark.driver.memory": cfg.spark.driver_memory,
@@ -150,8 +149,4 @@ def build_session(cfg: RecbatchConfig) -> SparkSession:
         cfg.spark.shuffle_partitions,
         ", ".join(p.name for p in all_jars(cfg)) or "none",
     )
-    for library in ("graphframes",):
-        reason = unavailable_reason(cfg, library)
-        if reason:
-            log.warning("%s; stages that need it will fail", reason)
     return spark

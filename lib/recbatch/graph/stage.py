@@ -1,0 +1,231 @@
+"""Pipeline stages ``graph`` (edges -> Delta graph tables) and ``samples`` (-> Parquet + Delta).
+
+``graph_stage`` reads the configured input (co-purchases from ``events``, or a TSV edge list),
+quarantines bad rows, indexes the nodes, splits the edges, computes the GraphFrames statistics
+and replaces the run date's rows of ``graph_nodes``, ``graph_edges``, ``graph_stats`` and
+``graph_quarantine``. ``samples_stage`` reads those tables back (training edges only), samples
+both roles of every node and publishes the fixed-shape rows as Parquet under
+``paths.samples/<run date>`` (one atomic swap) and as the Delta table ``graph_samples``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recbatch.config import RecbatchConfig, _join
+from recbatch.graph import build, stats
+from recbatch.graph.budget import ROLES, SOURCE, degree_law
+from recbatch.graph.errors import GraphInputError
+from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows
+from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods
+from recbatch.graph.split import TRAIN, split_edges
+from recbatch.graph.stats import PowerLawFit
+from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.io.publish import write_atomically
+from recbatch.log import get_logger, timed
+
+log = get_logger(__name__)
+
+STATS_SCHEMA = (
+    "run_date date, source string, nodes long, edges long, reciprocated_edges long, "
+    "reciprocity double, components long, largest_component_nodes long, out_alpha double, "
+    "out_dmin int, in_alpha double, in_dmin int, train_edges long, val_edges long, "
+    "test_edges long, quarantined long"
+)
+
+
+def _run_date(cfg: RecbatchConfig) -> date:
+    return cfg.run_date or datetime.now(UTC).date()
+
+
+def _date_predicate(run_date: date) -> str:
+    return f"run_date = '{run_date.isoformat()}'"
+
+
+def read_graph_input(spark: SparkSession, cfg: RecbatchConfig) -> build.EdgeInput:
+    """The configured edges: co-purchases from ``events`` or the edge list file."""
+    settings = cfg.graph
+    if settings.source == "edge_list":
+        nodes = cfg.project_file(settings.nodes_path) if settings.nodes_path else None
+        edge_list = cfg.project_file(settings.edge_list_path or "")
+        return build.read_edge_list(spark, edge_list, settings, nodes_path=nodes)
+    events = cfg.table_path("events")
+    if not is_delta_table(spark, events):
+        raise GraphInputError(f"no events table at {events}: run the ingest stage first")
+    return build.copurchase_edges(spark.read.format("delta").load(events), settings)
+
+
+def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """Build, split and describe the directed graph of the run date; write the graph tables."""
+    run_date = _run_date(cfg)
+    edge_input = read_graph_input(spark, cfg)
+    quarantined = _write_quarantine(spark, cfg, edge_input.quarantine, run_date)
+    hint = (
+        "no customer bought two different products within graph.buy_window_days "
+        f"({cfg.graph.buy_window_days})"
+        if edge_input.source == "events"
+        else "the file has no valid edge"
+    )
+    edges = edge_input.edges.localCheckpoint()
+    build.require_edges(edges, edge_input.source, hint)
+
+    with timed(log, "graph: node index and edge split"):
+        nodes = build.index_nodes(edge_input.nodes).localCheckpoint()
+        indexed = build.with_indices(edges, nodes)
+        split = split_edges(indexed, cfg.graph).localCheckpoint()
+    train = split.where(F.col("split") == TRAIN)
+    with timed(log, "graph: GraphFrames degrees, components, reciprocity"):
+        full_graph = build.graph_frame(nodes, split)
+        train_degrees = stats.node_degrees(build.graph_frame(nodes, train)).localCheckpoint()
+        components = stats.weak_components(full_graph).localCheckpoint()
+        summary = stats.graph_stats(
+            full_graph, train_degrees, components, cfg.graph.powerlaw_max_dmin
+        )
+
+    node_rows = (
+        nodes.join(train_degrees.withColumnRenamed("id", "node_index"), "node_index")
+        .join(components.withColumnRenamed("id", "node_index"), "node_index")
+        .select(
+            F.lit(run_date).alias("run_date"),
+            "node_index",
+            "node_id",
+            F.col("out_degree").cast("int"),
+            F.col("in_degree").cast("int"),
+            "component",
+        )
+    )
+    edge_rows = split.select(
+        F.lit(run_date).alias("run_date"),
+        "src",
+        "dst",
+        "src_index",
+        "dst_index",
+        "weight",
+        "first_ts",
+        "last_ts",
+        "split",
+    )
+    predicate = _date_predicate(run_date)
+    replace_where(spark, node_rows, cfg.table_path("graph_nodes"), predicate)
+    replace_where(spark, edge_rows, cfg.table_path("graph_edges"), predicate)
+    split_counts = {r["split"]: int(r["count"]) for r in split.groupBy("split").count().collect()}
+    row = {
+        "run_date": run_date,
+        "source": edge_input.source,
+        **summary.as_row(),
+        **{f"{name}_edges": split_counts.get(name, 0) for name in ("train", "val", "test")},
+        "quarantined": quarantined,
+    }
+    stats_frame = spark.createDataFrame([row], STATS_SCHEMA)
+    replace_where(spark, stats_frame, cfg.table_path("graph_stats"), predicate)
+    log.info(
+        "graph tables for %s: %d nodes, %d edges (%s), %d rows quarantined",
+        run_date,
+        summary.nodes,
+        summary.edges,
+        ", ".join(f"{k} {v}" for k, v in sorted(split_counts.items())),
+        quarantined,
+    )
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()}
+
+
+def _write_quarantine(
+    spark: SparkSession, cfg: RecbatchConfig, quarantine: DataFrame, run_date: date
+) -> int:
+    rows = quarantine.select(
+        F.lit(run_date).alias("run_date"), *build.QUARANTINE_COLUMNS
+    ).localCheckpoint()
+    replace_where(spark, rows, cfg.table_path("graph_quarantine"), _date_predicate(run_date))
+    return rows.count()
+
+
+# --- samples --------------------------------------------------------------------------------------
+
+
+def _graph_table(spark: SparkSession, cfg: RecbatchConfig, name: str, run_date: date) -> DataFrame:
+    path = cfg.table_path(name)
+    hint = "run the graph stage (or the pipeline) for this run date first"
+    if not is_delta_table(spark, path):
+        raise GraphInputError(f"no {name} table at {path}: {hint}")
+    rows = spark.read.format("delta").load(path).where(F.col("run_date") == F.lit(run_date))
+    if rows.isEmpty():
+        raise GraphInputError(f"{path} has no rows for run date {run_date.isoformat()}: {hint}")
+    return rows
+
+
+def _fits(stats_row: dict[str, Any]) -> dict[str, PowerLawFit | None]:
+    """The power-law fits stored by the graph stage: out-degree for sources, in for targets."""
+    fits: dict[str, PowerLawFit | None] = {}
+    for role, prefix in zip(ROLES, ("out", "in"), strict=True):
+        alpha, d_min = stats_row[f"{prefix}_alpha"], stats_row[f"{prefix}_dmin"]
+        fits[role] = PowerLawFit(alpha, d_min, 0, 0.0) if alpha is not None else None
+    return fits
+
+
+def samples_path(cfg: RecbatchConfig, run_date: date) -> str:
+    """The run date's sample Parquet folder (what the torch workers read)."""
+    return _join(cfg.path("samples"), run_date.isoformat())
+
+
+def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """Sample both roles of every node on the training graph; publish Parquet and Delta rows."""
+    run_date = _run_date(cfg)
+    settings = cfg.sampling
+    nodes = _graph_table(spark, cfg, "graph_nodes", run_date)
+    edges = _graph_table(spark, cfg, "graph_edges", run_date).where(F.col("split") == TRAIN)
+    stats_row = _graph_table(spark, cfg, "graph_stats", run_date).head().asDict()
+    laws = {role: degree_law(settings, fit) for role, fit in _fits(stats_row).items()}
+    for role, law in laws.items():
+        log.info(
+            "%s budget k(d) = %d + %d * d^-%.3f (law %s)",
+            role,
+            law.k_min,
+            law.k_max - law.k_min,
+            law.exponent,
+            settings.law,
+        )
+    sampler_input = SamplerInput(
+        nodes.select("node_index", "out_degree", "in_degree"),
+        edges.select("src_index", "dst_index", "weight"),
+        laws,
+    )
+    sample = sample_neighbourhoods(sampler_input, settings)
+    rows = sample_rows(
+        spark, sample, nodes.select("node_index", "node_id"), settings.hops, settings.k_max
+    ).localCheckpoint()
+
+    target = samples_path(cfg, run_date)
+    with timed(log, f"writing samples to {target}"):
+        write_atomically(spark, rows.repartition(settings.files, "node_index").write, target)
+    delta_rows = rows.select(
+        F.lit(run_date).alias("run_date"), F.lit(settings.law).alias("law"), *SAMPLE_COLUMNS
+    )
+    replace_where(spark, delta_rows, cfg.table_path("graph_samples"), _date_predicate(run_date))
+    summary = _sample_summary(rows)
+    summary["parquet"] = target
+    log.info("samples for %s: %s", run_date, summary)
+    return summary
+
+
+def _sample_summary(rows: DataFrame) -> dict[str, Any]:
+    """Rows and the mean budget and filled slots per role (one small row per role)."""
+    filled = F.aggregate("hop_counts", F.lit(0), lambda acc, x: acc + x)
+    per_role = (
+        rows.groupBy("role")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.avg("budget").alias("mean_budget"),
+            F.avg(filled).alias("mean_filled"),
+        )
+        .collect()
+    )
+    summary: dict[str, Any] = {"rows": sum(int(r["rows"]) for r in per_role)}
+    for r in per_role:
+        prefix = "source" if r["role"] == SOURCE else "target"
+        summary[f"{prefix}_mean_budget"] = round(float(r["mean_budget"]), 3)
+        summary[f"{prefix}_mean_filled"] = round(float(r["mean_filled"]), 3)
+    return summary
