@@ -224,6 +224,8 @@ PIPELINE_DATE = "2026-02-01"
 REFRESH_STAGES = (
     "generate",
     "ingest",
+    "graph",
+    "samples",
     "examples",
     "flip_weights",
     "conversion",
@@ -235,6 +237,8 @@ REFRESH_STAGES = (
 """Stages the refresh must have (the pipeline's STAGE_NAMES may hold more, e.g. register)."""
 PIPELINE_TABLES = (
     "events",
+    "graph_edges",
+    "graph_samples",
     "examples",
     "training_weights",
     "conversion_metrics",
@@ -324,7 +328,16 @@ def test_pipeline_through_spark_submit_on_two_workers(cluster_pipeline, spark):
 
 
 README_SQL = re.compile(r"^\./spark-submit\.sh sql (.+)$", re.MULTILINE)
-MUST_HAVE_ROWS = {"events", "thresholds", "conversion_metrics", "runs", "decisions"}
+MUST_HAVE_ROWS = {
+    "events",
+    "thresholds",
+    "conversion_metrics",
+    "runs",
+    "decisions",
+    "graph_stats",
+    "graph_edges",
+    "graph_samples",
+}
 
 
 def readme_sql_statements() -> list[str]:

@@ -33,6 +33,11 @@ log = get_logger(__name__)
 OUTPUT_TABLES: dict[str, str] = {
     "events": "accepted events, partitioned by event_date",
     "quarantine": "rejected input rows with reason and source",
+    "graph_nodes": "products of the directed graph: index, training degrees, weak component",
+    "graph_edges": "directed edges U -> V with weight, first/last time and split, per run",
+    "graph_stats": "size, reciprocity, components and power-law fit of the graph, per run",
+    "graph_quarantine": "edge rows set aside with their reason, per run",
+    "graph_samples": "degree-aware neighbourhood samples per node and role, per run",
     "examples": "views with as-of features and their observed/matured labels",
     "flip_model": "label-flip hazard per signal state and elapsed bucket, per run",
     "flip_calibration": "held-out calibration of the flip model, per run",

@@ -1,10 +1,10 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
-Stages so far: generate (embedded default only) -> ingest -> examples -> flip model and training
-weights -> conversion model (trained and evaluated per weighting method) -> scores with
-uncertainty -> thresholds per uncertainty bucket -> decisions -> table names in the catalog
-(register) -> report. The graph stages (BLADE) join this
-list once GraphFrames' jars can be installed (README, Known issues).
+Stages so far: generate (embedded default only) -> ingest -> the directed product graph (graph) ->
+degree-aware neighbourhood samples (samples) -> examples -> flip model and training weights ->
+conversion model (trained and evaluated per weighting method) -> scores with uncertainty ->
+thresholds per uncertainty bucket -> decisions -> table names in the catalog (register) -> report.
+The BLADE model stages will read the samples.
 
 The stages are a declarative list; ``recbatch.runs.run_stages`` runs them with a record per
 stage in the ``runs`` table, skips the ones already done for the date and config, and holds the
@@ -25,6 +25,7 @@ from recbatch.events.ingest import IngestReport, events_summary, ingest_events
 from recbatch.feedback.conversion import conversion_stage
 from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import flip_weights_stage
+from recbatch.graph.stage import graph_stage, samples_stage
 from recbatch.log import get_logger
 from recbatch.report.stage import report_dir, report_stage
 from recbatch.runs import Counts, RunLock, RunResult, Stage, StageSelection, run_stages
@@ -55,6 +56,8 @@ def _ingest_counts(report: IngestReport) -> Counts:
 PIPELINE_STAGES: tuple[Stage, ...] = (
     Stage("generate", _generate, "generate", lambda counts: (None, sum(counts.values()))),
     Stage("ingest", ingest_events, "ingest", _ingest_counts),
+    Stage("graph", graph_stage, "directed product graph", _out("edges")),
+    Stage("samples", samples_stage, "neighbourhood samples", _out("rows")),
     Stage("examples", examples_stage, "examples", _out("examples")),
     Stage("flip_weights", flip_weights_stage, "flip model and training weights", _out("examples")),
     Stage("conversion", conversion_stage, "conversion model", lambda rows: (None, len(rows))),
@@ -106,6 +109,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, run: RunResult) -> str
             f"  events:     {events}   (Delta, partitioned by event_date)",
             f"  quarantine: {cfg.table_path('quarantine')}   (Delta, reason + source of each"
             " bad row)",
+            "  graph_nodes, graph_edges, graph_stats, graph_quarantine, graph_samples:"
+            f" {cfg.path('tables')}/   (samples as Parquet for torch: {cfg.path('samples')}/)",
             "  examples, flip_model, flip_calibration, training_weights, conversion_metrics,"
             f" scores, thresholds, decisions: {cfg.path('tables')}/",
             f"  runs:       {cfg.table_path('runs')}   (Delta, one row per stage execution)",
