@@ -36,6 +36,9 @@ from recbatch.events.schema import EVENTS_SCHEMA, QUARANTINE_SCHEMA
 from recbatch.feedback.examples import EXAMPLE_COLUMNS
 from recbatch.feedback.flip import CELLS_SCHEMA, OBSERVATION_SCHEMA
 from recbatch.feedback.weights import TRAINING_WEIGHTS_COLUMNS
+from recbatch.graph.build import QUARANTINE_COLUMNS as GRAPH_QUARANTINE_COLUMNS
+from recbatch.graph.samples import SAMPLE_COLUMNS
+from recbatch.graph.stage import STATS_SCHEMA
 from recbatch.report import ReportError, publish_report, report_dir, report_stage
 from recbatch.report import aggregates as agg
 from recbatch.report.tables import ReportContext
@@ -55,7 +58,8 @@ TITLES = (
     "3. Conversion model by weighting method",
     "4. Reliability per uncertainty bucket",
     "5. Precision-recall: one threshold vs per-bucket thresholds",
-    "6. BLADE: degree-bucket quality vs fixed fan-out",
+    "6. Product graph and neighbourhood samples",
+    "7. BLADE: degree-bucket quality vs fixed fan-out",
 )
 
 # The schemas of conversion.METRICS_SCHEMA and uncertainty.scores.SCORES_COLUMNS, written out:
@@ -304,6 +308,61 @@ def write_runs(spark: SparkSession, cfg: RecbatchConfig) -> None:
     spark.createDataFrame(rows, RUNS_DDL).write.format("delta").save(_path(cfg, "runs"))
 
 
+# Training-graph degrees of 10 nodes (out, in), and the budget law of the samples below.
+GRAPH_DEGREES = [(0, 1), (1, 1), (1, 0), (2, 0), (3, 2), (4, 2), (5, 3), (8, 9), (16, 30), (20, 12)]
+GRAPH_HOPS, GRAPH_K_MAX = 2, 6
+SAMPLE_DDL = (
+    "run_date date, law string, role string, role_id int, node_index long, node_id long, "
+    "degree int, budget int, hop_counts array<int>, neighbour_index array<long>, "
+    "neighbour_weight array<float>, neighbour_mask array<boolean>"
+)
+
+
+def sample_budget(degree: int) -> int:
+    return 2 + round(4 / max(degree, 1))
+
+
+def sample_hops(degree: int) -> list[int]:
+    """Hop 1 takes what the degree allows, hop 2 half the budget (made up, but checkable)."""
+    budget = sample_budget(degree)
+    return [min(budget, degree), budget // 2 if degree else 0]
+
+
+def write_graph_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
+    """``graph_stats``, ``graph_quarantine``, ``graph_nodes`` and ``graph_samples`` in the
+    stages' layouts: GRAPH_DEGREES on the run date, a bigger graph on the day before."""
+    stats = [
+        (RUN_DATE, "events", 10, 40, 6, 0.15, 2, 9, 2.31, 2, None, None, 30, 5, 5, 3),
+        (OTHER_DATE, "events", 99, 999, 0, 0.0, 1, 99, 9.9, 9, 9.9, 9, 1, 1, 1, 5),
+    ]
+    spark.createDataFrame(stats, STATS_SCHEMA).write.format("delta").save(_path(cfg, "graph_stats"))
+    reasons = ["self-loop (src = dst)"] * 2 + ["duplicate edge (kept once)"]
+    quarantine = [(RUN_DATE, "1", "1", "1\t1", r, "events") for r in reasons]
+    quarantine += [(OTHER_DATE, None, None, "x", "missing id", "events")] * 5
+    schema = "run_date date, " + ", ".join(f"{c} string" for c in GRAPH_QUARANTINE_COLUMNS)
+    spark.createDataFrame(quarantine, schema).write.format("delta").save(
+        _path(cfg, "graph_quarantine")
+    )
+    nodes = [(RUN_DATE, i, 100 + i, o, n, 0) for i, (o, n) in enumerate(GRAPH_DEGREES)]
+    nodes += [(OTHER_DATE, i, 100 + i, 50, 50, 0) for i in range(3)]
+    spark.createDataFrame(
+        nodes,
+        "run_date date, node_index long, node_id long, out_degree int, in_degree int, "
+        "component long",
+    ).write.format("delta").save(_path(cfg, "graph_nodes"))
+    width = GRAPH_HOPS * GRAPH_K_MAX
+    samples = [
+        (run_date, "fitted", role, role_id, i, 100 + i, d, sample_budget(d), sample_hops(d),
+         [-1] * width, [0.0] * width, [False] * width)
+        for run_date, degrees in ((RUN_DATE, GRAPH_DEGREES), (OTHER_DATE, [(50, 50)] * 3))
+        for i, pair in enumerate(degrees)
+        for role_id, (role, d) in enumerate(zip(("source", "target"), pair, strict=True))
+    ]  # fmt: skip
+    frame = spark.createDataFrame(samples, SAMPLE_DDL)
+    assert tuple(frame.columns[2:]) == SAMPLE_COLUMNS
+    frame.write.format("delta").save(_path(cfg, "graph_samples"))
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 
@@ -321,6 +380,7 @@ def full_cfg(spark, tmp_path_factory: pytest.TempPathFactory) -> RecbatchConfig:
     write_threshold_tables(spark, cfg)
     write_decisions(spark, cfg)
     write_runs(spark, cfg)
+    write_graph_tables(spark, cfg)
     return cfg
 
 
@@ -358,13 +418,16 @@ def test_full_report_has_every_section_and_valid_pngs(full_cfg, full_report: Pat
     for title in TITLES:
         assert f"<h2>{title}</h2>" in page
     assert page.count("Skipped:") == 0, re.findall(r'<p class="note">[^<]*', page)
-    assert "GraphFrames" in page and "Maven Central" in page and "<script" not in page
+    assert "comes with the BLADE training stage" in page and "<script" not in page
+    assert page.index(f"<h2>{TITLES[5]}</h2>") < page.index(f"<h2>{TITLES[6]}</h2>")
     srcs = images(full_report)
     assert sorted(srcs) == [
+        "degree_distribution.png",
         "flip_calibration.png",
         "flip_model.png",
         "pr_curve.png",
         "reliability.png",
+        "sample_budgets.png",
     ]
     assert sorted(p.name for p in full_report.parent.iterdir()) == sorted([*srcs, "index.html"])
     for src in srcs:
@@ -413,6 +476,39 @@ def test_stored_rules_are_summed_over_buckets_of_the_scores_version(full_report:
     assert (
         '<span class="best">0.6600</span>' in page
     )  # label_correction's AUC; the oracle is not a contender
+
+
+def test_graph_section_shows_the_run_dates_graph_and_budgets(full_report: Path) -> None:
+    page = full_report.read_text()
+    graph = page[page.index(f"<h2>{TITLES[5]}</h2>") : page.index(f"<h2>{TITLES[6]}</h2>")]
+    assert "<td>nodes</td><td>10</td>" in graph and "<td>2 / 9</td>" in graph
+    assert "<td>2.310 (d<sub>min</sub> 2)</td>" in graph  # out-degree fit
+    assert "<td>— (tail too small to fit)</td>" in graph  # no in-degree fit
+    assert "<td>30 / 5 / 5</td>" in graph and "0.150 (6 edges)" in graph
+    num = '<td class="num">{}</td>'
+    assert "<td>self-loop (src = dst)</td>" + num.format(2) + num.format("0.667") in graph
+    assert "missing id" not in graph  # the day before's quarantine
+    assert "without an outgoing training edge: 1, without an incoming one: 2 (" in graph
+    assert "20 sample rows (one per node and role), 2 hops, degree law <code>fitted</code>" in graph
+    # Per role and degree bucket, computed here from the same made-up law.
+    for role, column in (("source", 0), ("target", 1)):
+        table = graph[graph.index(f"<strong>{role}</strong> role") :].split("</table>")[0]
+        degrees = np.array([pair[column] for pair in GRAPH_DEGREES])
+        buckets = np.searchsorted([1, 2, 4, 8, 16], degrees, side="right")
+        labels = ["0", "1", "2-3", "4-7", "8-15", "16+"]
+        for bucket in sorted(set(buckets)):
+            mine = degrees[buckets == bucket]
+            hops = np.array([sample_hops(int(d)) for d in mine])
+            cells = [
+                len(mine),
+                f"{np.mean([sample_budget(int(d)) for d in mine]):.2f}",
+                f"{hops[:, 0].mean():.2f}",
+                f"{hops[:, 1].mean():.2f}",
+                f"{hops.sum(axis=1).mean():.2f}",
+            ]
+            row = f"<td>{labels[bucket]}</td>" + "".join(num.format(c) for c in cells)
+            assert row in table, (role, labels[bucket], table)
+        assert table.count("<tr>") == 1 + len(set(buckets))
 
 
 def test_reliability_bins_agree_with_direct_counts(spark, full_cfg, tmp_path: Path) -> None:
@@ -479,6 +575,8 @@ def test_no_tables_gives_notes_not_failures(spark, tmp_path: Path) -> None:
     for title in TITLES:
         assert f"<h2>{title}</h2>" in page
     for name in ("quarantine", "flip_model", "flip_calibration", "conversion_metrics", "scores"):
+        assert f"Skipped: no {name} table at {cfg.table_path(name)}" in page
+    for name in ("graph_stats", "graph_quarantine", "graph_nodes", "graph_samples"):
         assert f"Skipped: no {name} table at {cfg.table_path(name)}" in page
     assert "Skipped: no runs table yet" in page
     assert page.count("table missing") == 6

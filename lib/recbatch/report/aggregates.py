@@ -18,6 +18,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recbatch.graph.budget import ROLES
 from recbatch.report.tables import for_run_date, run_date_filter
 from recbatch.thresholds.aggregate import edge_index, finite
 
@@ -331,3 +332,131 @@ def operating_points(thresholds: DataFrame) -> list[OperatingPoint]:
         )
         for r in rows
     ]
+
+
+# --- graph and neighbourhood samples ------------------------------------------------------------
+
+GRAPH_ROLES = ROLES
+"""The sample roles in page order."""
+DEGREE_BUCKETS = (0, 1, 2, 4, 8, 16)
+"""Lower edges of the degree buckets 0, 1, 2-3, 4-7, 8-15, 16+: doubling widths, because the
+degrees are heavy-tailed and the budget law changes fastest at small degrees."""
+
+
+def reason_counts(frame: DataFrame) -> pd.DataFrame:
+    """``reason, rows`` of a (run date's) quarantine, most first."""
+    rows = frame.groupBy("reason").agg(F.count(F.lit(1)).alias("rows")).collect()
+    counts = pd.DataFrame([r.asDict() for r in rows], columns=["reason", "rows"])
+    return counts.sort_values(["rows", "reason"], ascending=[False, True], ignore_index=True)
+
+
+def degree_histogram(nodes: DataFrame) -> pd.DataFrame:
+    """``direction`` (out/in), ``degree``, ``nodes``: nodes per degree, both directions in one
+    aggregation (one row per distinct degree, not per node)."""
+    pairs = F.explode(
+        F.array(
+            *[
+                F.struct(
+                    F.lit(direction).alias("direction"),
+                    F.col(f"{direction}_degree").cast("long").alias("degree"),
+                )
+                for direction in ("out", "in")
+            ]
+        )
+    )
+    rows = (
+        nodes.select(pairs.alias("p"))
+        .select("p.*")
+        .where(F.col("degree").isNotNull())
+        .groupBy("direction", "degree")
+        .agg(F.count(F.lit(1)).alias("nodes"))
+        .collect()
+    )
+    frame = pd.DataFrame([r.asDict() for r in rows], columns=["direction", "degree", "nodes"])
+    return frame.sort_values(["direction", "degree"], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class SampleShape:
+    """What the run's sample rows hold: hops per row and the degree laws they were drawn with."""
+
+    rows: int
+    hops: int
+    laws: tuple[str, ...]
+
+
+def sample_shape(samples: DataFrame) -> SampleShape:
+    """Rows, hops (the length of ``hop_counts``) and laws of a run's samples (one aggregation);
+    the hops name the per-hop columns of ``budget_by_degree``."""
+    row = samples.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.max(F.size("hop_counts")).alias("hops"),
+        F.sort_array(F.collect_set(F.col("law").cast("string"))).alias("laws"),
+    ).head()
+    return SampleShape(int(row["rows"]), max(int(row["hops"] or 0), 0), tuple(row["laws"] or ()))
+
+
+def budget_by_degree(samples: DataFrame, hops: int) -> pd.DataFrame:
+    """Per role and degree: ``nodes``, ``budget`` and ``filled`` (summed over the nodes) and
+    ``hop_1`` .. ``hop_<hops>`` (filled slots of each hop, summed).
+
+    Sums, not means, so ``degree_buckets`` can merge degrees exactly; ``get`` (null past the end)
+    rather than ``[]``, which fails on a short array under ANSI mode."""
+    counts = F.col("hop_counts")
+    filled = F.aggregate(
+        counts, F.lit(0).cast("long"), lambda acc, x: acc + F.coalesce(x, F.lit(0))
+    )
+    rows = (
+        samples.where(F.col("degree").isNotNull())
+        .groupBy("role", F.col("degree").cast("long").alias("degree"))
+        .agg(
+            F.count(F.lit(1)).alias("nodes"),
+            F.sum(F.col("budget").cast("long")).alias("budget"),
+            F.sum(filled).alias("filled"),
+            *[
+                F.sum(F.coalesce(F.get(counts, h), F.lit(0))).alias(f"hop_{h + 1}")
+                for h in range(hops)
+            ],
+        )
+        .collect()
+    )
+    columns = [
+        "role",
+        "degree",
+        "nodes",
+        "budget",
+        "filled",
+        *[f"hop_{h + 1}" for h in range(hops)],
+    ]
+    frame = pd.DataFrame([r.asDict() for r in rows], columns=columns)
+    return frame.sort_values(["role", "degree"], ignore_index=True)
+
+
+def degree_bucket_label(lo: int, hi: int | None) -> str:
+    """``1``, ``2-3``, ``16+``: a bucket ``[lo, hi)`` of integer degrees as people write it."""
+    if hi is None:
+        return f"{lo}+"
+    return str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
+
+
+def degree_buckets(per_degree: pd.DataFrame, hops: int) -> pd.DataFrame:
+    """``budget_by_degree`` merged into ``DEGREE_BUCKETS``: per role and bucket, ``nodes``,
+    ``mean_budget``, ``mean_filled`` and ``mean_hop_<h>``. Driver-side: a few rows per degree
+    bucket from at most one row per distinct degree; empty buckets are left out."""
+    hop_columns = [f"hop_{h + 1}" for h in range(hops)]
+    columns = ["role", "bucket", "label", "nodes", "mean_budget", "mean_filled"]
+    columns += [f"mean_{c}" for c in hop_columns]
+    if per_degree.empty:
+        return pd.DataFrame(columns=columns)
+    edges = np.asarray(DEGREE_BUCKETS[1:])
+    bucket = np.searchsorted(edges, per_degree["degree"].to_numpy(dtype=float), side="right")
+    summed = (
+        per_degree.assign(bucket=bucket)
+        .groupby(["role", "bucket"], as_index=False)[["nodes", "budget", "filled", *hop_columns]]
+        .sum()
+    )
+    highs = [*DEGREE_BUCKETS[1:], None]
+    summed["label"] = [degree_bucket_label(DEGREE_BUCKETS[b], highs[b]) for b in summed["bucket"]]
+    for column in ["budget", "filled", *hop_columns]:
+        summed[f"mean_{column}"] = summed[column] / summed["nodes"]
+    return summed[columns].sort_values(["role", "bucket"], ignore_index=True)

@@ -16,9 +16,10 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogFormatter
 
 from recbatch.report.aggregates import BucketRange, OperatingPoint
 
@@ -260,3 +261,82 @@ def _number(value: float) -> str:
 
 def _range(lo: float, hi: float) -> str:
     return f"[{_number(lo)}, {_number(hi)})"
+
+
+ROLE_COLOURS = {"source": "#4c78a8", "target": "#f58518"}
+ROLE_DEGREE = {"source": "out-degree", "target": "in-degree"}
+"""The degree a role's budget is drawn from: sources sample along out-edges, targets along in."""
+DIRECTION_STYLE = {"out": ("#4c78a8", "o", "out-degree"), "in": ("#f58518", "s", "in-degree")}
+
+
+def _plain_log_axis(axis: Axis) -> None:
+    """Plain numbers (1, 10, 100) on a log axis rather than powers of ten (and no mathtext),
+    the minor ticks labelled too when the axis spans less than a decade."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
+def plot_degree_distribution(histogram: pd.DataFrame, path: Path) -> None:
+    """Nodes per out-degree and per in-degree of the training graph, log-log (degree >= 1: a
+    log axis has no 0; the section says how many nodes have none)."""
+    with _figure(path, 7.5, 4.5) as fig:
+        axes = fig.subplots()
+        for direction, (colour, marker, label) in DIRECTION_STYLE.items():
+            rows = histogram[(histogram["direction"] == direction) & (histogram["degree"] > 0)]
+            if rows.empty:
+                continue
+            axes.plot(
+                rows["degree"],
+                rows["nodes"],
+                marker=marker,
+                markersize=3.5,
+                linestyle="none",
+                color=colour,
+                alpha=0.8,
+                label=f"{label} ({int(rows['nodes'].sum()):,} nodes with one or more)",
+            )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        _plain_log_axis(axes.xaxis)
+        _plain_log_axis(axes.yaxis)
+        axes.set_xlabel("degree in the training graph")
+        axes.set_ylabel("nodes with that degree")
+        axes.set_title("Degree distribution (training edges)")
+        axes.legend(loc="upper right")
+
+
+def plot_sample_budgets(per_degree: pd.DataFrame, roles: Sequence[str], path: Path) -> None:
+    """One panel per role: the mean budget k(d) and the mean filled slots (all hops) per degree
+    (log x, so degree >= 1; the section's bucket table has the isolated nodes)."""
+    with _figure(path, 9.5, 3.8) as fig:
+        panels = np.atleast_1d(fig.subplots(1, max(len(roles), 1), sharey=True))
+        for axes, role in zip(panels, roles, strict=False):
+            rows = per_degree[(per_degree["role"] == role) & (per_degree["degree"] > 0)]
+            rows = rows.sort_values("degree")
+            colour = ROLE_COLOURS.get(role, "#54a24b")
+            x = rows["degree"].to_numpy(dtype=float)
+            nodes = rows["nodes"].to_numpy(dtype=float)
+            axes.plot(
+                x,
+                rows["budget"] / nodes,
+                color=colour,
+                linewidth=1.5,
+                label="mean budget k(d), per hop",
+            )
+            axes.plot(
+                x,
+                rows["filled"] / nodes,
+                color=colour,
+                linewidth=1.2,
+                linestyle="--",
+                marker="o",
+                markersize=2.5,
+                label="mean filled slots, all hops",
+            )
+            axes.set_xscale("log")
+            _plain_log_axis(axes.xaxis)
+            axes.set_ylim(bottom=0)
+            axes.set_xlabel(f"{ROLE_DEGREE.get(role, 'degree')} of the node (training graph)")
+            axes.set_title(f"{role} role")
+            axes.legend(loc="upper right")
+        panels[0].set_ylabel("neighbour slots per node")

@@ -1,4 +1,4 @@
-"""The report's six sections, each from its own tables; a missing table becomes a one-line note.
+"""The report's seven sections, each from its own tables; a missing table becomes a one-line note.
 
 A section builder takes the ``ReportContext`` and returns a ``Section``; it writes its PNGs into
 the context's folder and refers to them by file name. Sections 4 and 5 share one ``ScoredRun``
@@ -25,7 +25,8 @@ TITLES = {
     "conversion": "3. Conversion model by weighting method",
     "reliability": "4. Reliability per uncertainty bucket",
     "pr": "5. Precision-recall: one threshold vs per-bucket thresholds",
-    "blade": "6. BLADE: degree-bucket quality vs fixed fan-out",
+    "graph": "6. Product graph and neighbourhood samples",
+    "blade": "7. BLADE: degree-bucket quality vs fixed fan-out",
 }
 
 STAGE_TABLES = (
@@ -85,6 +86,27 @@ THRESHOLD_COLUMNS = (
     "eval_accepted",
     "eval_true_positives",
 )
+GRAPH_STATS_COLUMNS = (
+    "run_date",
+    "source",
+    "nodes",
+    "edges",
+    "reciprocated_edges",
+    "reciprocity",
+    "components",
+    "largest_component_nodes",
+    "out_alpha",
+    "out_dmin",
+    "in_alpha",
+    "in_dmin",
+    "train_edges",
+    "val_edges",
+    "test_edges",
+    "quarantined",
+)
+"""``graph.stage.STATS_SCHEMA``'s names (written out: ``graph`` imports GraphFrames)."""
+GRAPH_NODE_COLUMNS = ("run_date", "out_degree", "in_degree")
+GRAPH_SAMPLE_COLUMNS = ("run_date", "law", "role", "degree", "budget", "hop_counts")
 
 
 def missing_note(ctx: ReportContext, name: str) -> str:
@@ -568,18 +590,179 @@ def _thresholds_table(table: pd.DataFrame) -> str:
     return html.table(columns, rows, numeric=["bucket", "score threshold", "accepted", "eval rows"])
 
 
-# --- 6. BLADE placeholder -------------------------------------------------------------------------
+# --- 6. product graph and neighbourhood samples ---------------------------------------------------
+
+
+def graph_section(ctx: ReportContext) -> Section:
+    """What the BLADE model will train on: the graph's shape, then the budgets it was sampled
+    with. Each part reads its own table, so a run with the graph but not the samples still
+    shows the graph."""
+    parts = [
+        _graph_stats(ctx),
+        "<h3>Quarantined edge rows</h3>",
+        _graph_quarantine(ctx),
+        "<h3>Degree distribution</h3>",
+        _degree_distribution(ctx),
+        "<h3>Neighbourhood budget by degree</h3>",
+        _sample_budgets(ctx),
+    ]
+    return html.Section("graph", TITLES["graph"], "\n".join(parts))
+
+
+def _graph_stats(ctx: ReportContext) -> str:
+    table = run_table(
+        ctx, "graph_stats", GRAPH_STATS_COLUMNS, list(GRAPH_STATS_COLUMNS[1:]), ["source"]
+    )
+    if isinstance(table, str):
+        return table
+    row = table.iloc[0]  # one row per run date (the stage replaces the date's row)
+
+    def fit(prefix: str) -> str:
+        alpha = row[f"{prefix}_alpha"]
+        if alpha is None or pd.isna(alpha):
+            return "— (tail too small to fit)"
+        d_min = row[f"{prefix}_dmin"]
+        d_min = None if d_min is None or pd.isna(d_min) else int(d_min)
+        return f"{html.number(alpha, 3)} (d<sub>min</sub> {html.number(d_min)})"
+
+    rows = [
+        ["edge source", html.text(row["source"])],
+        ["nodes", html.number(row["nodes"])],
+        ["edges (directed)", html.number(row["edges"])],
+        [
+            "reciprocity (edges whose reverse is an edge)",
+            f"{html.number(row['reciprocity'], 3)} ({html.number(row['reciprocated_edges'])} edges)",
+        ],
+        [
+            "weakly connected components / nodes in the largest",
+            f"{html.number(row['components'])} / {html.number(row['largest_component_nodes'])}",
+        ],
+        ["power-law α of the out-degrees", fit("out")],
+        ["power-law α of the in-degrees", fit("in")],
+        [
+            "train / val / test edges",
+            " / ".join(html.number(row[f"{split}_edges"]) for split in ("train", "val", "test")),
+        ],
+        ["quarantined input rows", html.number(row["quarantined"])],
+    ]
+    return html.paragraph(
+        "The run date's directed product graph (from co-purchases, u → v when v was bought "
+        "after u, or from an edge list). The degree fits and the sampler see the training "
+        "edges only; the validation and test edges are held out for the BLADE comparison."
+    ) + html.table(["", "value"], [[html.text(label), value] for label, value in rows])
+
+
+def _graph_quarantine(ctx: ReportContext) -> str:
+    quarantine = ctx.table("graph_quarantine", ("run_date", "reason"))
+    if quarantine is None:
+        return missing_note(ctx, "graph_quarantine")
+    reasons = agg.reason_counts(for_run_date(quarantine, ctx.run_date))
+    if reasons.empty:
+        return html.paragraph("No input row was set aside: every edge row was valid.")
+    total = int(reasons["rows"].sum())
+    rows = [
+        [html.text(r.reason), html.number(int(r.rows)), html.number(r.rows / total, 3)]
+        for r in reasons.itertuples()
+    ]
+    columns = ["reason", "rows", "share"]
+    return html.table(columns, rows, numeric=columns[1:])
+
+
+def _degree_distribution(ctx: ReportContext) -> str:
+    nodes = ctx.table("graph_nodes", GRAPH_NODE_COLUMNS)
+    if nodes is None:
+        return missing_note(ctx, "graph_nodes")
+    histogram = agg.degree_histogram(for_run_date(nodes, ctx.run_date))
+    if histogram.empty:
+        return no_rows_note(ctx, "graph_nodes", nodes)
+    if not (histogram["degree"] > 0).any():
+        return html.note("Skipped the degree plot: no node of the training graph has an edge.")
+    plots.plot_degree_distribution(histogram, ctx.png("degree_distribution.png"))
+    isolated = histogram[histogram["degree"] == 0].set_index("direction")["nodes"]
+    total = int(histogram.loc[histogram["direction"] == "out", "nodes"].sum())
+    return html.paragraph(
+        f"{total:,} nodes; without an outgoing training edge: {int(isolated.get('out', 0)):,}, "
+        f"without an incoming one: {int(isolated.get('in', 0)):,} (degree 0, off the log axes)."
+    ) + html.figure(
+        "degree_distribution.png",
+        "nodes per out-degree and per in-degree, log-log",
+        "Each point is the number of nodes with that many outgoing (blue) or incoming (orange) "
+        "training edges. A roughly straight falling cloud is a heavy tail: most products have "
+        "one or two links, a few hubs have hundreds, which is why a fixed fan-out fits neither.",
+    )
+
+
+def _sample_budgets(ctx: ReportContext) -> str:
+    samples = ctx.table("graph_samples", GRAPH_SAMPLE_COLUMNS)
+    if samples is None:
+        return missing_note(ctx, "graph_samples")
+    mine = for_run_date(samples, ctx.run_date)
+    shape = agg.sample_shape(mine)
+    if shape.rows == 0:
+        return no_rows_note(ctx, "graph_samples", samples)
+    per_degree = agg.budget_by_degree(mine, shape.hops)
+    roles = [r for r in agg.GRAPH_ROLES if r in set(per_degree["role"])]
+    roles += sorted(set(per_degree["role"]) - set(agg.GRAPH_ROLES))
+    plots.plot_sample_budgets(per_degree, roles, ctx.png("sample_budgets.png"))
+    buckets = agg.degree_buckets(per_degree, shape.hops)
+    laws = ", ".join(shape.laws) or "—"
+    parts = [
+        html.paragraph(
+            f"{shape.rows:,} sample rows (one per node and role), {shape.hops} hops, degree law "
+            f"<code>{html.text(laws)}</code>. A node's budget k(d) is the number of neighbours "
+            "it may draw per hop; it falls with the degree, so a node with few links reaches "
+            "farther and a hub needs only a few of its many."
+        ),
+        html.figure(
+            "sample_budgets.png",
+            "mean budget and mean filled neighbour slots per degree, per role",
+            "Solid: the mean budget of the nodes with that degree (neighbours per hop); dashed: "
+            "the neighbour slots actually filled, summed over the hops. Filled slots well under "
+            "hops × budget mean the node's neighbourhood had fewer candidates than its budget "
+            "allowed, as for most low-degree nodes; the tables below show each hop.",
+        ),
+    ]
+    for role in roles:
+        parts.append(_bucket_table(role, buckets[buckets["role"] == role], shape.hops))
+    return "\n".join(parts)
+
+
+def _bucket_table(role: str, buckets: pd.DataFrame, hops: int) -> str:
+    degree = plots.ROLE_DEGREE.get(role, "degree")
+    rows = [
+        [
+            html.text(r["label"]),
+            html.number(int(r["nodes"])),
+            html.number(r["mean_budget"], 2),
+            *[html.number(r[f"mean_hop_{h + 1}"], 2) for h in range(hops)],
+            html.number(r["mean_filled"], 2),
+        ]
+        for r in buckets.to_dict("records")
+    ]
+    columns = [
+        degree,
+        "nodes",
+        "mean budget",
+        *[f"filled, hop {h + 1}" for h in range(hops)],
+        "filled, all hops",
+    ]
+    return html.paragraph(
+        f"<strong>{html.text(role)}</strong> role, by {html.text(degree)} bucket (mean per node)."
+    ) + html.table(columns, rows, numeric=columns[1:])
+
+
+# --- 7. BLADE placeholder -------------------------------------------------------------------------
 
 
 def blade_section(ctx: ReportContext) -> Section:
-    """A placeholder until the graph stages run: says why they do not, where to read more."""
+    """A placeholder until the BLADE stage runs: the graph and its samples (section 6) exist,
+    the model trained on them does not yet."""
     return html.Section(
         "blade",
         TITLES["blade"],
         html.note(
-            "Not available: the graph stages (BLADE directed-graph recommendations) need "
-            "GraphFrames, whose JVM jars cannot be installed from Maven Central in this "
-            "environment (see README, Known issues). This section will compare quality per "
-            "degree bucket against a fixed fan-out once those stages run."
+            "Not available yet: the graph and sample stages now run (section 6 shows what they "
+            "wrote). The comparison of BLADE's degree-aware neighbourhoods with a fixed fan-out, "
+            "quality per degree bucket, comes with the BLADE training stage."
         ),
     )

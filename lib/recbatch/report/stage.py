@@ -120,6 +120,7 @@ def _builders(ctx: ReportContext) -> list[tuple[str, Callable[[], html.Section]]
         ("conversion", lambda: sections.conversion_section(ctx)),
         ("reliability", lambda: sections.reliability_section(ctx, scored())),
         ("pr", lambda: sections.pr_section(ctx, scored())),
+        ("graph", lambda: sections.graph_section(ctx)),
         ("blade", lambda: sections.blade_section(ctx)),
     ]
 
