@@ -67,6 +67,25 @@ def test_unknown_nested_key_is_named_with_its_section(tmp_path: Path) -> None:
         load_config(LOCAL, ["ingest.max_reject_rate=0.2"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["graph.source=edge_list"], "graph.source=edge_list needs graph.edge_list_path"),
+        (
+            ["graph.source=edge_list", "graph.edge_list_path=e.tsv", "graph.split=time"],
+            "graph.split=time needs edge times",
+        ),
+        (["graph.val_fraction=0.5", "graph.test_fraction=0.5"], "must be below 1"),
+        (["sampling.k_min=30", "sampling.k_max=10"], "k_min must not exceed"),
+        (["sampling.hops=1"], r"sampling\.hops"),
+        (["sampling.exponent=-1"], "budgets decrease with degree"),
+    ],
+)
+def test_graph_and_sampling_settings_are_checked(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(LOCAL, overrides)
+
+
 def test_every_problem_is_listed_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(LOCAL, ["spark.nope=1", "paths.nope=2", "generator.days=0"])

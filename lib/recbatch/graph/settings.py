@@ -49,6 +49,8 @@ class GraphSettings(_Section):
     def _consistent(self) -> GraphSettings:
         if self.source == "edge_list" and not self.edge_list_path:
             raise ValueError("graph.source=edge_list needs graph.edge_list_path")
+        if self.source == "edge_list" and self.split == "time":
+            raise ValueError("graph.split=time needs edge times: use it with graph.source=events")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("graph.val_fraction + graph.test_fraction must be below 1")
         return self
