@@ -108,7 +108,10 @@ def test_missing_edge_list_and_empty_graph_are_clear_errors(
         build.read_edge_list(spark, str(tmp_path / "nope.tsv"), GraphSettings())
     only_loops = _write_tsv(tmp_path / "loops.tsv", ["1\t1", "2\t2"])
     cfg = make_test_config(
-        data_root / "graph_empty", "graph.source=edge_list", f"graph.edge_list_path={only_loops}"
+        data_root / "graph_empty",
+        "graph.source=edge_list",
+        f"graph.edge_list_path={only_loops}",
+        "graph.split=none",
     )
     with pytest.raises(GraphInputError, match="no edges from .*loops.tsv"):
         graph_stage(spark, cfg)

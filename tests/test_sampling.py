@@ -155,9 +155,7 @@ def test_inverse_degree_probability_and_fixed_shapes(spark: SparkSession) -> Non
     nodes = spark.range(5).select(
         F.col("id").alias("node_index"), (F.col("id") + 100).alias("node_id")
     )
-    rows = {
-        (r["role"], r["node_index"]): r for r in sample_rows(spark, sample, nodes, 2, 3).collect()
-    }
+    rows = {(r["role"], r["node_index"]): r for r in sample_rows(sample, nodes, 2, 3).collect()}
     assert len(rows) == 10  # every node, both roles, isolated node 4 included
     zero = rows[(SOURCE, 0)]
     assert zero["node_id"] == 100 and zero["hop_counts"] == [2, 0]

@@ -9,7 +9,7 @@ the tensor reader stack a batch into ``(rows, hops * k_max)`` tensors without pa
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recbatch.graph.budget import ROLES
@@ -40,53 +40,50 @@ TENSOR_COLUMNS = (
 """The numeric columns a torch reader takes (``role`` is the readable name of ``role_id``)."""
 
 
-def _padded(items: Column, width: int, field: str, empty: Column) -> Column:
-    """``items[field]`` for slots 0..width-1, ``empty`` beyond the items."""
+def _slots(entries: Column, size: int, default: Column) -> Column:
+    """An array of ``size`` slots: the value of each slot in the map ``entries``, else ``default``."""
     return F.transform(
-        F.sequence(F.lit(0), F.lit(width - 1)),
-        lambda i: F.when(i < F.size(items), items[i][field]).otherwise(empty),
+        F.sequence(F.lit(0), F.lit(size - 1)),
+        lambda i: F.coalesce(F.element_at(entries, i), default),
     )
 
 
-def sample_rows(
-    spark: SparkSession, sample: SamplerOutput, nodes: DataFrame, hops: int, width: int
-) -> DataFrame:
-    """``SAMPLE_COLUMNS`` for every node of ``nodes`` (``node_index``, ``node_id``) and role."""
-    per_hop = sample.picks.groupBy("role", "node", "hop").agg(
-        F.sort_array(F.collect_list(F.struct("rank", "nbr", "weight"))).alias("items")
-    )
-    grid = sample.budgets.crossJoin(
-        spark.range(1, hops + 1).select(F.col("id").cast("int").alias("hop"))
-    )
-    items = F.coalesce(
-        F.col("items"), F.array().cast("array<struct<rank:int,nbr:long,weight:double>>")
-    )
-    slots = grid.join(per_hop, ["role", "node", "hop"], "left").select(
-        "role",
-        "node",
-        "degree",
-        "budget",
-        "hop",
-        F.size(items).alias("count"),
-        _padded(items, width, "nbr", F.lit(-1).cast("long")).alias("ids"),
-        _padded(items, width, "weight", F.lit(0.0)).alias("weights"),
-    )
-    by_hop = F.sort_array(F.collect_list(F.struct("hop", "count", "ids", "weights"))).alias("hops")
-    rows = slots.groupBy("role", "node", "degree", "budget").agg(by_hop)
-    role_id = F.when(F.col("role") == ROLES[0], F.lit(0)).otherwise(F.lit(1))
-    return rows.join(nodes.select(F.col("node_index").alias("node"), "node_id"), "node").select(
-        "role",
-        role_id.cast("int").alias("role_id"),
-        F.col("node").alias("node_index"),
-        "node_id",
-        "degree",
-        "budget",
-        F.transform("hops", lambda h: h["count"].cast("int")).alias("hop_counts"),
-        F.flatten(F.transform("hops", lambda h: h["ids"])).alias("neighbour_index"),
-        F.flatten(F.transform("hops", lambda h: h["weights"]))
-        .cast("array<float>")
-        .alias("neighbour_weight"),
-        F.transform(F.flatten(F.transform("hops", lambda h: h["ids"])), lambda x: x >= 0).alias(
-            "neighbour_mask"
+def sample_rows(sample: SamplerOutput, nodes: DataFrame, hops: int, width: int) -> DataFrame:
+    """``SAMPLE_COLUMNS`` for every node of ``nodes`` (``node_index``, ``node_id``) and role.
+
+    One aggregation per (role, node): each pick goes to its slot ``(hop - 1) * width + rank - 1``,
+    and the slots become fixed-length arrays by a lookup in the node's slot map.
+    """
+    size = hops * width
+    slot = (F.col("hop") - 1) * width + F.col("rank") - 1
+    per_node = sample.picks.groupBy("role", "node").agg(
+        F.map_from_entries(F.collect_list(F.struct(slot.cast("int"), F.col("nbr")))).alias("ids"),
+        F.map_from_entries(F.collect_list(F.struct(slot.cast("int"), F.col("weight")))).alias("ws"),
+        F.array(*[F.sum((F.col("hop") == h).cast("int")) for h in range(1, hops + 1)]).alias(
+            "hop_counts"
         ),
+    )
+    empty_ids = F.create_map().cast("map<int,bigint>")
+    empty_ws = F.create_map().cast("map<int,double>")
+    ids = _slots(F.coalesce(F.col("ids"), empty_ids), size, F.lit(-1).cast("long"))
+    role_id = F.when(F.col("role") == ROLES[0], F.lit(0)).otherwise(F.lit(1))
+    return (
+        sample.budgets.join(per_node, ["role", "node"], "left")
+        .join(nodes.select(F.col("node_index").alias("node"), "node_id"), "node")
+        .select(
+            "role",
+            role_id.cast("int").alias("role_id"),
+            F.col("node").alias("node_index"),
+            "node_id",
+            "degree",
+            "budget",
+            F.coalesce(F.col("hop_counts"), F.array(*[F.lit(0)] * hops))
+            .cast("array<int>")
+            .alias("hop_counts"),
+            ids.alias("neighbour_index"),
+            _slots(F.coalesce(F.col("ws"), empty_ws), size, F.lit(0.0))
+            .cast("array<float>")
+            .alias("neighbour_weight"),
+            F.transform(ids, lambda x: x >= 0).alias("neighbour_mask"),
+        )
     )

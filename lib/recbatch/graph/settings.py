@@ -41,6 +41,11 @@ class GraphSettings(_Section):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = Field(0, ge=0, description="seed of the split")
+    components_algorithm: Literal["graphx", "graphframes"] = Field(
+        "graphx",
+        description="GraphFrames connected components: graphx (Pregel; fastest on small graphs) "
+        "or graphframes (large-star/small-star with checkpoints; for large graphs)",
+    )
     powerlaw_max_dmin: int = Field(
         100, ge=1, description="largest d_min the power-law fit considers (KS selection)"
     )

@@ -81,7 +81,9 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     with timed(log, "graph: GraphFrames degrees, components, reciprocity"):
         full_graph = build.graph_frame(nodes, split)
         train_degrees = stats.node_degrees(build.graph_frame(nodes, train)).localCheckpoint()
-        components = stats.weak_components(full_graph).localCheckpoint()
+        components = stats.weak_components(
+            full_graph, cfg.graph.components_algorithm
+        ).localCheckpoint()
         summary = stats.graph_stats(
             full_graph, train_degrees, components, cfg.graph.powerlaw_max_dmin
         )
@@ -195,7 +197,7 @@ def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     )
     sample = sample_neighbourhoods(sampler_input, settings)
     rows = sample_rows(
-        spark, sample, nodes.select("node_index", "node_id"), settings.hops, settings.k_max
+        sample, nodes.select("node_index", "node_id"), settings.hops, settings.k_max
     ).localCheckpoint()
 
     target = samples_path(cfg, run_date)

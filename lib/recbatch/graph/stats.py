@@ -67,9 +67,9 @@ def node_degrees(graph: GraphFrame) -> DataFrame:
     )
 
 
-def weak_components(graph: GraphFrame) -> DataFrame:
+def weak_components(graph: GraphFrame, algorithm: str = "graphx") -> DataFrame:
     """``id``, ``component``: weakly connected components (edge direction ignored)."""
-    return graph.connectedComponents().select("id", "component")
+    return graph.connectedComponents(algorithm=algorithm).select("id", "component")
 
 
 def reciprocated_edges(graph: GraphFrame) -> int:
