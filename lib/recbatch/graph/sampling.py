@@ -172,14 +172,32 @@ def _sample_farther_hop(
             "via",
         )
         .where((F.col("via_rank") <= F.col("share")) & (F.col("nbr") != F.col("node")))
+        .select("node", "nbr", "w", "hop_budget", F.lit(False).alias("_earlier"))
     )
-    earlier = hops[0].select("node", "nbr")
-    for frame in hops[1:]:
-        earlier = earlier.union(frame.select("node", "nbr"))
+    # Nodes of earlier hops join the candidates flagged, instead of an anti-join: after one
+    # shuffle by node, the grouping below and the ranking window need no other.
+    earlier = [
+        frame.select(
+            "node",
+            "nbr",
+            F.lit(0.0).alias("w"),
+            F.lit(None).cast("int").alias("hop_budget"),
+            F.lit(True).alias("_earlier"),
+        )
+        for frame in hops
+    ]
+    pooled = offered
+    for frame in earlier:
+        pooled = pooled.unionByName(frame)
     candidates = (
-        offered.join(earlier, ["node", "nbr"], "left_anti")
+        pooled.repartition("node")
         .groupBy("node", "nbr")
-        .agg(F.sum("w").alias("w"), F.first("hop_budget").alias("hop_budget"))
+        .agg(
+            F.max("_earlier").alias("_earlier"),
+            F.sum("w").alias("w"),
+            F.max("hop_budget").alias("hop_budget"),
+        )
+        .where(~F.col("_earlier"))
     )
     key = draw_key(settings.seed, role, hop, "node", "nbr", "w")
     drawn = _top_by_key(candidates, key, F.col("hop_budget"))
