@@ -3,7 +3,7 @@
 ./spark-submit.sh sample_neighbourhoods                              (needs the run date's graph)
 ./spark-submit.sh sample_neighbourhoods --set sampling.law=constant  (the fixed fan-out baseline)
 
-Publishes Parquet for the torch workers under paths.samples/<run date> (one atomic swap) and the
+Publishes Parquet for the torch workers under paths.samples/<run date>/<law> (one atomic swap) and the
 Delta graph_samples table (the run date's rows replaced).
 """
 

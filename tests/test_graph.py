@@ -119,6 +119,18 @@ def test_missing_edge_list_and_empty_graph_are_clear_errors(
     assert reasons == [build.SELF_LOOP, build.SELF_LOOP]  # the count and the reason survive
 
 
+def test_truth_agreement_counts_edges_along_and_against_planted_relations(
+    spark: SparkSession,
+) -> None:
+    from recbatch.graph.truth import truth_agreement
+
+    truth = spark.createDataFrame([(1, 2), (2, 3), (3, 4), (3, 4)], "src long, dst long")
+    edges = spark.createDataFrame([(1, 2), (3, 2), (5, 6)], "src long, dst long")
+    agreement = truth_agreement(edges, truth)
+    assert (agreement.truth_relations, agreement.edges_in_truth) == (3, 1)
+    assert agreement.edges_reversed_in_truth == 1  # 3 -> 2 runs against the planted 2 -> 3
+
+
 def test_power_law_fit_recovers_a_known_exponent() -> None:
     rng = np.random.default_rng(0)
     degrees = np.floor(rng.pareto(1.5, 20000) + 1).astype(int)  # continuous alpha 2.5, d_min 1
@@ -224,6 +236,25 @@ def test_rerun_replaces_the_run_date_instead_of_appending(spark: SparkSession, s
     )
 
 
+def test_fixed_fan_out_baseline_is_kept_beside_the_degree_aware_sample(
+    spark: SparkSession, small_graph
+) -> None:
+    cfg, _ = small_graph
+    before = _table(spark, cfg, "graph_samples")
+    fixed = cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"law": "constant"})})
+    samples_stage(spark, fixed)
+    table = _table(spark, cfg, "graph_samples")
+    assert sorted(table["law"].unique()) == ["constant", "power"]
+    constant = table[table["law"] == "constant"]
+    assert (constant["budget"] == cfg.sampling.k_max).all() and len(constant) == len(before)
+    key = ["role", "node_index"]
+    power = table[table["law"] == "power"].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(power, before.sort_values(key).reset_index(drop=True))
+    assert Path(samples_path(fixed, cfg.run_date)).name == "constant"
+    assert Path(samples_path(cfg, cfg.run_date, "constant")).is_dir()
+    assert Path(samples_path(cfg, cfg.run_date)).is_dir()
+
+
 def test_samples_follow_the_law_stay_on_training_edges_and_read_as_tensors(
     spark: SparkSession, small_graph
 ) -> None:
@@ -234,6 +265,7 @@ def test_samples_follow_the_law_stay_on_training_edges_and_read_as_tensors(
         map(tuple, table[table["split"] != "train"][["src_index", "dst_index"]].to_numpy())
     )
     samples = _table(spark, cfg, "graph_samples")
+    samples = samples[samples["law"] == cfg.sampling.law]
     nodes = _table(spark, cfg, "graph_nodes").set_index("node_index")
     laws = {
         role: degree_law(cfg.sampling, fit)

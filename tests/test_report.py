@@ -332,8 +332,48 @@ def write_graph_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
     """``graph_stats``, ``graph_quarantine``, ``graph_nodes`` and ``graph_samples`` in the
     stages' layouts: GRAPH_DEGREES on the run date, a bigger graph on the day before."""
     stats = [
-        (RUN_DATE, "events", 10, 40, 6, 0.15, 2, 9, 2.31, 2, None, None, 30, 5, 5, 3),
-        (OTHER_DATE, "events", 99, 999, 0, 0.0, 1, 99, 9.9, 9, 9.9, 9, 1, 1, 1, 5),
+        (
+            RUN_DATE,
+            "events",
+            10,
+            40,
+            6,
+            0.15,
+            2,
+            9,
+            2.31,
+            2,
+            None,
+            None,
+            30,
+            5,
+            5,
+            3,
+            None,
+            None,
+            None,
+        ),
+        (
+            OTHER_DATE,
+            "events",
+            99,
+            999,
+            0,
+            0.0,
+            1,
+            99,
+            9.9,
+            9,
+            9.9,
+            9,
+            1,
+            1,
+            1,
+            5,
+            None,
+            None,
+            None,
+        ),
     ]
     spark.createDataFrame(stats, STATS_SCHEMA).write.format("delta").save(_path(cfg, "graph_stats"))
     reasons = ["self-loop (src = dst)"] * 2 + ["duplicate edge (kept once)"]
@@ -352,7 +392,7 @@ def write_graph_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
     ).write.format("delta").save(_path(cfg, "graph_nodes"))
     width = GRAPH_HOPS * GRAPH_K_MAX
     samples = [
-        (run_date, "fitted", role, role_id, i, 100 + i, d, sample_budget(d), sample_hops(d),
+        (run_date, "power", role, role_id, i, 100 + i, d, sample_budget(d), sample_hops(d),
          [-1] * width, [0.0] * width, [False] * width)
         for run_date, degrees in ((RUN_DATE, GRAPH_DEGREES), (OTHER_DATE, [(50, 50)] * 3))
         for i, pair in enumerate(degrees)
@@ -489,7 +529,7 @@ def test_graph_section_shows_the_run_dates_graph_and_budgets(full_report: Path) 
     assert "<td>self-loop (src = dst)</td>" + num.format(2) + num.format("0.667") in graph
     assert "missing id" not in graph  # the day before's quarantine
     assert "without an outgoing training edge: 1, without an incoming one: 2 (" in graph
-    assert "20 sample rows (one per node and role), 2 hops, degree law <code>fitted</code>" in graph
+    assert "20 sample rows (one per node and role), 2 hops, degree law <code>power</code>" in graph
     # Per role and degree bucket, computed here from the same made-up law.
     for role, column in (("source", 0), ("target", 1)):
         table = graph[graph.index(f"<strong>{role}</strong> role") :].split("</table>")[0]

@@ -27,16 +27,7 @@ SAMPLE_COLUMNS = (
     "neighbour_weight",
     "neighbour_mask",
 )
-TENSOR_COLUMNS = (
-    "role_id",
-    "node_index",
-    "degree",
-    "budget",
-    "hop_counts",
-    "neighbour_index",
-    "neighbour_weight",
-    "neighbour_mask",
-)
+TENSOR_COLUMNS = tuple(c for c in SAMPLE_COLUMNS if c != "role")
 """The numeric columns a torch reader takes (``role`` is the readable name of ``role_id``)."""
 
 

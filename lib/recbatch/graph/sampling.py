@@ -65,12 +65,16 @@ def _role_columns(role: str) -> tuple[str, str, str, str]:
 def role_adjacency(sampler_input: SamplerInput, role: str, settings: SamplingSettings) -> DataFrame:
     """``node``, ``nbr``, ``w``: each node's neighbours in the role's direction, with weights."""
     node_col, nbr_col, _, nbr_degree = _role_columns(role)
-    degree = sampler_input.nodes.select(
-        F.col("node_index").alias("nbr"), F.col(nbr_degree).alias("nbr_degree")
-    )
     adjacency = sampler_input.edges.select(
         F.col(node_col).alias("node"), F.col(nbr_col).alias("nbr"), "weight"
-    ).join(degree, "nbr")
+    )
+    if settings.probability == "inverse_degree":  # the only probability that needs the degree
+        degree = sampler_input.nodes.select(
+            F.col("node_index").alias("nbr"), F.col(nbr_degree).alias("nbr_degree")
+        )
+        adjacency = adjacency.join(degree, "nbr")
+    else:
+        adjacency = adjacency.withColumn("nbr_degree", F.lit(None).cast("long"))
     return adjacency.select(
         "node", "nbr", neighbour_weight(settings, F.col("weight"), F.col("nbr_degree")).alias("w")
     )

@@ -5,11 +5,14 @@ quarantines bad rows, indexes the nodes, splits the edges, computes the GraphFra
 and replaces the run date's rows of ``graph_nodes``, ``graph_edges``, ``graph_stats`` and
 ``graph_quarantine``. ``samples_stage`` reads those tables back (training edges only), samples
 both roles of every node and publishes the fixed-shape rows as Parquet under
-``paths.samples/<run date>`` (one atomic swap) and as the Delta table ``graph_samples``.
+``paths.samples/<run date>/<law>`` (one atomic swap) and as the Delta table ``graph_samples``
+(the run date's rows of that law replaced: the fixed fan-out baseline, ``sampling.law=constant``,
+is kept beside the degree-aware sample).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -24,6 +27,7 @@ from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows
 from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods
 from recbatch.graph.split import TRAIN, split_edges
 from recbatch.graph.stats import PowerLawFit
+from recbatch.graph.truth import planted_relations, truth_agreement
 from recbatch.io.delta import is_delta_table, replace_where
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
@@ -34,7 +38,8 @@ STATS_SCHEMA = (
     "run_date date, source string, nodes long, edges long, reciprocated_edges long, "
     "reciprocity double, components long, largest_component_nodes long, out_alpha double, "
     "out_dmin int, in_alpha double, in_dmin int, train_edges long, val_edges long, "
-    "test_edges long, quarantined long"
+    "test_edges long, quarantined long, truth_relations long, edges_in_truth long, "
+    "edges_reversed_in_truth long"
 )
 
 
@@ -121,6 +126,7 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         **summary.as_row(),
         **{f"{name}_edges": split_counts.get(name, 0) for name in ("train", "val", "test")},
         "quarantined": quarantined,
+        **_truth_columns(spark, cfg, edges),
     }
     stats_frame = spark.createDataFrame([row], STATS_SCHEMA)
     replace_where(spark, stats_frame, cfg.table_path("graph_stats"), predicate)
@@ -133,6 +139,21 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         quarantined,
     )
     return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()}
+
+
+def _truth_columns(spark: SparkSession, cfg: RecbatchConfig, edges: DataFrame) -> dict[str, Any]:
+    """The agreement with planted relations for co-purchase graphs of generated data, else nulls."""
+    truth = planted_relations(spark, cfg) if cfg.graph.source == "events" else None
+    if truth is None:
+        return dict.fromkeys(("truth_relations", "edges_in_truth", "edges_reversed_in_truth"))
+    agreement = truth_agreement(edges, truth)
+    log.info(
+        "planted relations: %d; %d edges follow one, %d run against one (their reverse is planted)",
+        agreement.truth_relations,
+        agreement.edges_in_truth,
+        agreement.edges_reversed_in_truth,
+    )
+    return asdict(agreement)
 
 
 def _write_quarantine(
@@ -168,9 +189,11 @@ def _fits(stats_row: dict[str, Any]) -> dict[str, PowerLawFit | None]:
     return fits
 
 
-def samples_path(cfg: RecbatchConfig, run_date: date) -> str:
-    """The run date's sample Parquet folder (what the torch workers read)."""
-    return _join(cfg.path("samples"), run_date.isoformat())
+def samples_path(cfg: RecbatchConfig, run_date: date, law: str | None = None) -> str:
+    """The sample Parquet folder of a run date and degree law (what the torch workers read):
+    ``paths.samples/<run date>/<law>``, so the degree-aware sample (``power``) and the fixed
+    fan-out baseline (``constant``) of one date live side by side."""
+    return _join(_join(cfg.path("samples"), run_date.isoformat()), law or cfg.sampling.law)
 
 
 def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
@@ -206,7 +229,8 @@ def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     delta_rows = rows.select(
         F.lit(run_date).alias("run_date"), F.lit(settings.law).alias("law"), *SAMPLE_COLUMNS
     )
-    replace_where(spark, delta_rows, cfg.table_path("graph_samples"), _date_predicate(run_date))
+    predicate = f"{_date_predicate(run_date)} AND law = '{settings.law}'"
+    replace_where(spark, delta_rows, cfg.table_path("graph_samples"), predicate)
     summary = _sample_summary(rows)
     summary["parquet"] = target
     log.info("samples for %s: %s", run_date, summary)

@@ -103,6 +103,9 @@ GRAPH_STATS_COLUMNS = (
     "val_edges",
     "test_edges",
     "quarantined",
+    "truth_relations",
+    "edges_in_truth",
+    "edges_reversed_in_truth",
 )
 """``graph.stage.STATS_SCHEMA``'s names (written out: ``graph`` imports GraphFrames)."""
 GRAPH_NODE_COLUMNS = ("run_date", "out_degree", "in_degree")
@@ -645,6 +648,14 @@ def _graph_stats(ctx: ReportContext) -> str:
         ],
         ["quarantined input rows", html.number(row["quarantined"])],
     ]
+    if row["truth_relations"] is not None and not pd.isna(row["truth_relations"]):
+        rows.append(
+            [
+                "planted relations (generated data): edges along one / against one",
+                f"{html.number(row['truth_relations'])}: {html.number(row['edges_in_truth'])} / "
+                f"{html.number(row['edges_reversed_in_truth'])}",
+            ]
+        )
     return html.paragraph(
         "The run date's directed product graph (from co-purchases, u → v when v was bought "
         "after u, or from an edge list). The degree fits and the sampler see the training "
@@ -696,7 +707,8 @@ def _sample_budgets(ctx: ReportContext) -> str:
     samples = ctx.table("graph_samples", GRAPH_SAMPLE_COLUMNS)
     if samples is None:
         return missing_note(ctx, "graph_samples")
-    mine = for_run_date(samples, ctx.run_date)
+    # The configured law's sample; a fixed fan-out baseline of the same date may sit beside it.
+    mine = for_run_date(samples, ctx.run_date).where(F.col("law") == ctx.cfg.sampling.law)
     shape = agg.sample_shape(mine)
     if shape.rows == 0:
         return no_rows_note(ctx, "graph_samples", samples)
