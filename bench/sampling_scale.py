@@ -11,7 +11,8 @@ are scattered over the node indices by a multiplicative bijection), self-loops a
 dropped, weight 1. The in-degrees are then power-law distributed with alpha ~ 1 + 1/zipf; the
 out-degrees are about Poisson. Setup (not timed as a sampler run): the edges and the nodes
 (``node_index``, ``out_degree``, ``in_degree``) are written as Parquet under ``--work-dir``
-(default ``<paths.data_root>/bench/sampling_scale``, deleted at the end unless ``--keep``), the
+(default: a new ``run-*`` folder under ``<paths.data_root>/bench/sampling_scale``, so that runs
+at the same time do not collide; deleted at the end unless ``--keep``), the
 power law is fitted to each role's degree histogram (``stats.fit_power_law``) and the laws are
 built by ``budget.degree_law``. Spark defaults here: ``spark.driver_memory=12g`` and 16 shuffle
 partitions (``--set`` overrides them).
@@ -47,6 +48,7 @@ import gc
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -90,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--pyg-batch-size", type=int, default=1024)
     parser.add_argument("--pyg-max-seconds", type=float, default=300.0, help="per graph")
-    parser.add_argument("--work-dir", help="default <paths.data_root>/bench/sampling_scale")
+    parser.add_argument("--work-dir", help="default <paths.data_root>/bench/sampling_scale/run-*")
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--keep", action="store_true", help="keep the generated graphs")
@@ -291,7 +293,10 @@ def pyg_available() -> str | None:
         from torch_geometric.data import Data
         from torch_geometric.loader import NeighborLoader
     except ImportError as err:
-        return f"torch-geometric is not installed ({err}); pip install torch-geometric"
+        return (
+            f"torch-geometric is not installed ({err}): pip install torch-geometric, and for its "
+            "sampler pyg-lib or torch-sparse + torch-scatter (source builds on PyPI)"
+        )
     tiny = Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
     try:
         with warnings.catch_warnings():
@@ -360,7 +365,12 @@ def main(argv=None) -> None:
     overrides = [*DEFAULT_SETTINGS, *args.overrides]
     cfg = load_config(args.config, overrides)
     fixed_cfg = load_config(args.config, [*overrides, "sampling.law=constant"])
-    work = Path(args.work_dir or Path(cfg.path("data_root")) / "bench" / "sampling_scale")
+    if args.work_dir:
+        work = Path(args.work_dir)
+    else:  # a folder of its own: two runs at once must not delete each other's graphs
+        base = Path(cfg.path("data_root")) / "bench" / "sampling_scale"
+        base.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="run-", dir=base))
     spark = build_session(cfg)
     settings = cfg.sampling
     partitions = cfg.spark.shuffle_partitions
