@@ -14,6 +14,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recbatch.graph.stage import STATS_SCHEMA
 from recbatch.report import aggregates as agg
 from recbatch.report import html, plots
 from recbatch.report.html import Section
@@ -86,28 +87,8 @@ THRESHOLD_COLUMNS = (
     "eval_accepted",
     "eval_true_positives",
 )
-GRAPH_STATS_COLUMNS = (
-    "run_date",
-    "source",
-    "nodes",
-    "edges",
-    "reciprocated_edges",
-    "reciprocity",
-    "components",
-    "largest_component_nodes",
-    "out_alpha",
-    "out_dmin",
-    "in_alpha",
-    "in_dmin",
-    "train_edges",
-    "val_edges",
-    "test_edges",
-    "quarantined",
-    "truth_relations",
-    "edges_in_truth",
-    "edges_reversed_in_truth",
-)
-"""``graph.stage.STATS_SCHEMA``'s names (written out: ``graph`` imports GraphFrames)."""
+GRAPH_STATS_COLUMNS = tuple(field.split()[0] for field in STATS_SCHEMA.split(","))
+"""The columns of ``graph_stats``, in the stage's order."""
 GRAPH_NODE_COLUMNS = ("run_date", "out_degree", "in_degree")
 GRAPH_SAMPLE_COLUMNS = ("run_date", "law", "role", "degree", "budget", "hop_counts")
 
