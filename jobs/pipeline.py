@@ -45,7 +45,9 @@ def add_arguments(parser) -> None:
 def main(cfg, args) -> None:
     generate_input = not args.no_generate
     selection = StageSelection(
-        force=args.force, force_stages=tuple(args.force_stage), from_stage=args.from_stage
+        force=args.force,
+        force_stages=tuple(args.force_stage),
+        from_stage=args.from_stage,
     )
     # Everything that can be wrong with the request fails here, before Spark starts: the stage
     # names, the lock location, and a refresh of the same date already running.

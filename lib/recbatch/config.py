@@ -39,6 +39,11 @@ class _Section(BaseModel):
 
 
 # After _Section: the thresholds package defines its own section on it (settings.py imports it).
+from recbatch.blade.settings import (  # noqa: E402
+    BladeSettings,
+    EvaluationSettings,
+    RecommendationSettings,
+)
 from recbatch.graph.settings import GraphSettings, SamplingSettings  # noqa: E402
 from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
 
@@ -82,6 +87,9 @@ class PathSettings(_Section):
     checkpoints: str = "checkpoints"
     work: str = "work"
     samples: str = Field("samples", description="neighbourhood samples (Parquet), per run date")
+    exports: str = Field(
+        "exports", description="files for outside tools (embeddings for ../shared/linkpred)"
+    )
 
 
 class GeneratorSettings(_Section):
@@ -272,6 +280,9 @@ class RecbatchConfig(_Section):
     thresholds: ThresholdSettings = ThresholdSettings()
     graph: GraphSettings = GraphSettings()
     sampling: SamplingSettings = SamplingSettings()
+    blade: BladeSettings = BladeSettings()
+    recommendations: RecommendationSettings = RecommendationSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     runs: RunSettings = RunSettings()
     catalog: CatalogSettings = CatalogSettings()
 

@@ -1,10 +1,10 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
 Stages so far: generate (embedded default only) -> ingest -> the directed product graph (graph) ->
-degree-aware neighbourhood samples (samples) -> examples -> flip model and training weights ->
+degree-aware neighbourhood samples (samples) -> BLADE dual embeddings (blade) -> top-K related
+products (recommendations) -> held-out evaluation (blade_eval) -> examples -> flip model and training weights ->
 conversion model (trained and evaluated per weighting method) -> scores with uncertainty ->
 thresholds per uncertainty bucket -> decisions -> table names in the catalog (register) -> report.
-The BLADE model stages will read the samples.
 
 The stages are a declarative list; ``recbatch.runs.run_stages`` runs them with a record per
 stage in the ``runs`` table, skips the ones already done for the date and config, and holds the
@@ -18,6 +18,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from recbatch.blade.stage import blade_stage, evaluation_stage, recommendations_stage
 from recbatch.catalog import register_stage
 from recbatch.config import RecbatchConfig
 from recbatch.events.generator import generate
@@ -58,6 +59,9 @@ PIPELINE_STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest_events, "ingest", _ingest_counts),
     Stage("graph", graph_stage, "directed product graph", _out("edges")),
     Stage("samples", samples_stage, "neighbourhood samples", _out("rows")),
+    Stage("blade", blade_stage, "BLADE dual embeddings", _out("nodes")),
+    Stage("recommendations", recommendations_stage, "top-K recommendations", _out("rows")),
+    Stage("blade_eval", evaluation_stage, "BLADE evaluation", _out("rows")),
     Stage("examples", examples_stage, "examples", _out("examples")),
     Stage("flip_weights", flip_weights_stage, "flip model and training weights", _out("examples")),
     Stage("conversion", conversion_stage, "conversion model", lambda rows: (None, len(rows))),
@@ -109,6 +113,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, run: RunResult) -> str
             f"  events:     {events}   (Delta, partitioned by event_date)",
             f"  quarantine: {cfg.table_path('quarantine')}   (Delta, reason + source of each"
             " bad row)",
+            "  embeddings, recommendations, eval_metrics:"
+            f" {cfg.path('tables')}/   (referee export: {cfg.path('exports')}/embeddings/)",
             "  graph_nodes, graph_edges, graph_stats, graph_quarantine, graph_samples:"
             f" {cfg.path('tables')}/   (samples as Parquet for torch: {cfg.path('samples')}/)",
             "  examples, flip_model, flip_calibration, training_weights, conversion_metrics,"

@@ -37,7 +37,6 @@ table to the Delta ``conversion_metrics`` table, replacing the rows of the run d
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -70,7 +68,15 @@ from recbatch.feedback.weights import training_weights
 from recbatch.io.delta import is_delta_table, replace_where
 from recbatch.io.tensors import count_rows, iter_torch_batches
 from recbatch.log import get_logger, timed
-from recbatch.train.distributed import device_for_rank, rank_and_world, run_distributed, wrap_ddp
+from recbatch.train.distributed import (
+    all_sum,
+    device_for_rank,
+    gather_objects,
+    join_uneven,
+    rank_and_world,
+    run_distributed,
+    wrap_ddp,
+)
 
 log = get_logger(__name__)
 
@@ -243,28 +249,6 @@ def fnw_weights(
     return w_pos * (1.0 + p), w_neg * (1.0 - p) * (1.0 + p)
 
 
-def _join_uneven(model: nn.Module) -> contextlib.AbstractContextManager:
-    """DDP's join context (ranks may have different numbers of batches), or nothing."""
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        return model.join()
-    return contextlib.nullcontext()
-
-
-def _all_sum(values: list[float], device: torch.device) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def _gather(value: Any) -> list[Any]:
-    if not dist.is_initialized():
-        return [value]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
-
-
 def train_conversion_model(
     train_path: str,
     n_features: int,
@@ -301,7 +285,7 @@ def train_conversion_model(
             seed=settings.seed * 1000 + epoch + 1,
         )
         model.train()
-        with _join_uneven(model):
+        with join_uneven(model):
             for batch in batches:
                 x = batch["features"].to(device)
                 logits = model(x)
@@ -318,7 +302,7 @@ def train_conversion_model(
                 rows += len(x)
                 if record_ids and epoch == 0:
                     ids.extend(batch["example_id"].tolist())
-        total_loss, total_rows = _all_sum([loss_sum, float(rows)], device)
+        total_loss, total_rows = all_sum([loss_sum, float(rows)], device)
         seconds = time.monotonic() - start
         own_rows = rows
         stats = {
@@ -340,8 +324,8 @@ def train_conversion_model(
                 stats["rows_per_s"],
                 world,
             )
-    rows_per_rank = _gather(own_rows)
-    ids_per_rank = _gather(ids) if record_ids else None
+    rows_per_rank = gather_objects(own_rows)
+    ids_per_rank = gather_objects(ids) if record_ids else None
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
     return {

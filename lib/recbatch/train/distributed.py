@@ -31,6 +31,7 @@ Two details of ``TorchDistributor`` (pyspark 4.0.1) this module takes care of:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -78,6 +79,37 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def join_uneven(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's join context (ranks may have different numbers of batches), or nothing."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.join()
+    return contextlib.nullcontext()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed over all ranks (unchanged in a single process)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (``[value]`` in a single process)."""
+    if not dist.is_initialized():
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def _init_worker() -> torch.device:

@@ -1,0 +1,76 @@
+"""Settings of BLADE (``blade:``), its recommendations (``recommendations:``) and its evaluation
+(``evaluation:``). See docs/blade.md for what each knob does to quality and time."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from recbatch.config import _Section
+
+Variant = Literal["blade", "fixed_fanout", "single", "popularity"]
+
+
+class BladeSettings(_Section):
+    """The dual-embedding GNN and how the torch workers train it."""
+
+    embedding: Literal["dual", "directional", "single"] = Field(
+        "dual",
+        description="dual: shared symmetric part + directional source/target parts (BLADE); "
+        "directional: source/target parts only; single: one embedding, s = t",
+    )
+    dim: int = Field(64, ge=2, description="width of the source and of the target embedding")
+    shared_fraction: float = Field(
+        0.5, gt=0, lt=1, description="dual only: share of dim that is the symmetric part"
+    )
+    layers: int = Field(2, ge=2, le=6, description="depth of each role's encoder")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    negatives: int = Field(5, ge=1, description="random targets per positive edge")
+    reverse_weight: float = Field(
+        1.0, ge=0, description="weight of the reversed one-way edges as negatives (0: off)"
+    )
+    positive_weight: Literal["uniform", "edge_weight"] = Field(
+        "uniform", description="edge_weight: positives weighted by their co-purchase count"
+    )
+    learning_rate: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(1024, ge=1, description="positive edges per step and rank")
+    num_processes: int = Field(2, ge=1, description="torch DDP processes (TorchDistributor)")
+    edge_files: int = Field(8, ge=1, description="Parquet files of the training edges")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _symmetric_without_reverse(self) -> BladeSettings:
+        if self.embedding == "single" and self.reverse_weight > 0:
+            raise ValueError(
+                "blade.embedding=single scores u -> v and v -> u alike, so reversed edges cannot "
+                "be negatives: set blade.reverse_weight=0"
+            )
+        return self
+
+
+class RecommendationSettings(_Section):
+    """Exact top-K targets of every source by blocked matrix multiply."""
+
+    top_k: int = Field(50, ge=1, description="recommendations per product")
+    exclude_known: bool = Field(
+        True, description="leave out targets the product already has a training edge to"
+    )
+    block_rows: int = Field(
+        2048, ge=1, description="sources scored per matrix multiply inside a Spark task"
+    )
+    partitions: int = Field(8, ge=1, description="Spark tasks the sources are spread over")
+
+
+class EvaluationSettings(_Section):
+    """Held-out edges ranked against sampled targets of the same source, by degree bucket."""
+
+    variants: list[Variant] = Field(
+        default_factory=lambda: ["blade", "popularity"],
+        description="models scored by the evaluation stage (bench/blade_eval.py runs all four)",
+    )
+    negatives: int = Field(1000, ge=1, description="sampled targets per held-out edge")
+    split: Literal["test", "val"] = "test"
+    seed: int = Field(0, ge=0)

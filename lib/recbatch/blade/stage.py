@@ -1,0 +1,430 @@
+"""Pipeline stages ``blade`` (train), ``recommendations`` (top-K) and ``blade_eval`` (metrics).
+
+* ``blade_stage`` writes the run date's training edges as Parquet (one row per training edge,
+  with ``one_way``: its reverse is no *training* edge), trains BLADE in torch DDP processes on the
+  degree-aware samples (``run_distributed``; resumes from its checkpoint), and replaces the run
+  date's rows of Delta ``embeddings`` (product, source and target vector, model version). It
+  also exports them as the ``node, source, target`` Parquet ``../shared/linkpred`` scores.
+* ``recommendations_stage`` ranks every product's top K targets exactly (``recommend``) and
+  replaces the run date's rows of Delta ``recommendations``.
+* ``evaluation_stage`` scores the held-out edges for each configured variant (BLADE, its fixed
+  fan-out and single-embedding variants, popularity) and replaces their rows of ``eval_metrics``.
+
+Variants come from one code path: ``fixed_fanout`` is BLADE on the ``sampling.law=constant``
+samples (sampled on demand), ``single`` is BLADE with ``blade.embedding=single``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recbatch.blade.evaluate import (
+    bucket_cutoffs,
+    matrices_from_embeddings,
+    popularity_matrices,
+    score_held_out_edges,
+    summarise,
+    with_buckets,
+)
+from recbatch.blade.heldout import held_out_from_graph, one_way_flags
+from recbatch.blade.recommend import top_k_recommendations
+from recbatch.blade.settings import Variant
+from recbatch.blade.train import TrainJob, train_blade
+from recbatch.config import RecbatchConfig, _join, local_path
+from recbatch.errors import RecbatchError
+from recbatch.graph.split import TRAIN
+from recbatch.graph.stage import samples_path, samples_stage
+from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.io.publish import write_atomically
+from recbatch.log import get_logger, timed
+from recbatch.train.distributed import run_distributed
+
+log = get_logger(__name__)
+
+EMBEDDING_COLUMNS = (
+    "run_date",
+    "variant",
+    "model_version",
+    "node_index",
+    "product",
+    "source",
+    "target",
+)
+EVAL_SCHEMA = (
+    "run_date date, graph string, variant string, model_version string, split string, "
+    "bucket string, edges long, direction_pairs long, hits_20 double, hits_50 double, "
+    "hits_100 double, mrr double, direction_auc double, negatives int, bucket_low_max double, "
+    "bucket_mid_max double"
+)
+TRAINED_VARIANTS: dict[str, dict[str, Any]] = {
+    "blade": {},
+    "fixed_fanout": {"law": "constant"},
+    # A symmetric model scores u -> v and v -> u alike: reversed negatives would only fight the
+    # positives, so the single-embedding baseline trains as GAE does, with random negatives.
+    "single": {"embedding": "single", "reverse_weight": 0.0},
+}
+
+
+class BladeInputError(RecbatchError):
+    """What BLADE needs (graph tables, samples, embeddings) is missing; the message says which."""
+
+
+def _run_date(cfg: RecbatchConfig) -> date:
+    return cfg.run_date or datetime.now(UTC).date()
+
+
+def _date_predicate(run_date: date) -> str:
+    return f"run_date = '{run_date.isoformat()}'"
+
+
+def _table(
+    spark: SparkSession, cfg: RecbatchConfig, name: str, run_date: date, hint: str
+) -> DataFrame:
+    path = cfg.table_path(name)
+    if not is_delta_table(spark, path):
+        raise BladeInputError(f"no {name} table at {path}: {hint}")
+    rows = spark.read.format("delta").load(path).where(F.col("run_date") == F.lit(run_date))
+    if rows.isEmpty():
+        raise BladeInputError(f"{path} has no rows for run date {run_date.isoformat()}: {hint}")
+    return rows
+
+
+def _graph(spark: SparkSession, cfg: RecbatchConfig, run_date: date) -> tuple[DataFrame, DataFrame]:
+    hint = "run the graph stage (or the pipeline) for this run date first"
+    nodes = _table(spark, cfg, "graph_nodes", run_date, hint)
+    edges = _table(spark, cfg, "graph_edges", run_date, hint)
+    return nodes, edges
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """Where one trained variant reads and writes, and the settings it trains with."""
+
+    variant: str
+    law: str
+    samples: str
+    checkpoint_dir: str
+    embeddings_out: str
+    job_settings: Any
+
+
+def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
+    path = _join(cfg.path("work"), "blade")
+    for part in (run_date.isoformat(), *parts):
+        path = _join(path, part)
+    return path
+
+
+def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPlan:
+    overrides = TRAINED_VARIANTS[variant]
+    law = overrides.get("law", cfg.sampling.law)
+    settings = cfg.blade.model_copy(update={k: v for k, v in overrides.items() if k != "law"})
+    checkpoints = _join(_join(cfg.path("checkpoints"), "blade"), run_date.isoformat())
+    return VariantPlan(
+        variant,
+        law,
+        samples_path(cfg, run_date, law),
+        _join(checkpoints, variant),
+        _work(cfg, run_date, variant, "embeddings"),
+        settings,
+    )
+
+
+def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges: int) -> str:
+    """``<variant>-<run date>-<hash>``: the hash covers what decides the weights (model and
+    sampling settings, the law, the graph's size), so a changed input never reuses a version."""
+    payload = json.dumps(
+        {
+            "blade": plan.job_settings.model_dump(mode="json"),
+            "sampling": cfg.sampling.model_dump(mode="json"),
+            "law": plan.law,
+            "graph": cfg.graph.model_dump(mode="json"),
+            "edges": edges,
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return f"{plan.variant}-{run_date.isoformat()}-{digest}"
+
+
+def training_edges(edges: DataFrame) -> DataFrame:
+    """``src_index``, ``dst_index``, ``weight``, ``one_way`` of the training edges."""
+    train = edges.where(F.col("split") == TRAIN).select(
+        "src_index", "dst_index", F.col("weight").cast("float").alias("weight")
+    )
+    return one_way_flags(train, train)
+
+
+def _local_dir(location: str, what: str) -> str:
+    path = local_path(location)
+    if path is None:
+        raise BladeInputError(
+            f"{what} must be on a file system the torch workers share as files "
+            f"(a local or mounted path), got {location}"
+        )
+    return str(path)
+
+
+def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, law: str) -> None:
+    """The samples of ``law`` for the run date: sampled now when missing (a baseline's law)."""
+    path = local_path(samples_path(cfg, run_date, law))
+    if path is not None and path.exists():
+        return
+    log.info("no %s samples for %s yet: sampling them now", law, run_date)
+    samples_stage(
+        spark, cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"law": law})})
+    )
+
+
+def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
+    """Train one variant on the run date's graph; replace its rows of ``embeddings``."""
+    run_date = _run_date(cfg)
+    nodes, edges = _graph(spark, cfg, run_date)
+    plan = variant_plan(cfg, run_date, variant)
+    _ensure_samples(spark, cfg, run_date, plan.law)
+    edges_path = _work(cfg, run_date, "edges")
+    train = training_edges(edges)
+    world = cfg.blade.num_processes
+    files = max(cfg.blade.edge_files, world)
+    with timed(log, f"writing training edges to {edges_path}"):
+        write_atomically(spark, train.repartition(files).write, edges_path)
+    num_nodes = nodes.count()
+    edge_count = spark.read.parquet(edges_path).count()
+    version = model_version(cfg, run_date, plan, edge_count)
+    job = TrainJob(
+        samples_path=plan.samples,
+        edges_path=edges_path,
+        checkpoint_dir=_local_dir(plan.checkpoint_dir, "paths.checkpoints"),
+        embeddings_path=_local_dir(plan.embeddings_out, "paths.work"),
+        num_nodes=num_nodes,
+        hops=cfg.sampling.hops,
+        settings=plan.job_settings,
+        fingerprint=version,
+    )
+    log.info(
+        "training %s (%s) on %d nodes, %d training edges, %s samples",
+        variant,
+        version,
+        num_nodes,
+        edge_count,
+        plan.law,
+    )
+    with timed(log, f"BLADE training ({variant})"):
+        result = run_distributed(train_blade, job, num_processes=world, spark=spark)
+    embeddings = (
+        spark.read.parquet(job.embeddings_path)
+        .join(nodes.select("node_index", F.col("node_id").alias("product")), "node_index")
+        .select(
+            F.lit(run_date).alias("run_date"),
+            F.lit(variant).alias("variant"),
+            F.lit(version).alias("model_version"),
+            "node_index",
+            "product",
+            "source",
+            "target",
+        )
+    )
+    predicate = f"{_date_predicate(run_date)} AND variant = '{variant}'"
+    replace_where(spark, embeddings, cfg.table_path("embeddings"), predicate)
+    export = export_path(cfg, run_date, variant)
+    stored = _embeddings(spark, cfg, run_date, variant)
+    write_atomically(
+        spark,
+        stored.select(F.col("product").alias("node"), "source", "target").coalesce(1).write,
+        export,
+    )
+    last = result["epochs"][-1]
+    summary = {
+        "variant": variant,
+        "model_version": version,
+        "nodes": num_nodes,
+        "edges": edge_count,
+        "epochs": len(result["epochs"]),
+        "resumed_from_epoch": result["resumed_from_epoch"],
+        "final_loss": round(last["loss"], 5),
+        "edges_per_s": round(last["rows_per_s"], 1),
+        "export": export,
+    }
+    log.info("BLADE %s: %s", variant, summary)
+    return summary
+
+
+def export_path(cfg: RecbatchConfig, run_date: date, variant: str) -> str:
+    """The referee export (``node``, ``source``, ``target``; one Parquet file) of a variant."""
+    return _join(_join(_join(cfg.path("exports"), "embeddings"), run_date.isoformat()), variant)
+
+
+def _embeddings(
+    spark: SparkSession, cfg: RecbatchConfig, run_date: date, variant: str
+) -> DataFrame:
+    rows = _table(spark, cfg, "embeddings", run_date, "run the blade stage for this run date first")
+    chosen = rows.where(F.col("variant") == variant)
+    if chosen.isEmpty():
+        raise BladeInputError(f"no {variant} embeddings for {run_date.isoformat()}: train it first")
+    return chosen
+
+
+def blade_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """The ``blade`` pipeline stage: train the configured model (variant ``blade``)."""
+    return train_variant(spark, cfg, "blade")
+
+
+def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """Top-K related products of every product; replace the run date's ``recommendations``."""
+    run_date = _run_date(cfg)
+    settings = cfg.recommendations
+    nodes, edges = _graph(spark, cfg, run_date)
+    embeddings = _embeddings(spark, cfg, run_date, "blade")
+    version = embeddings.select("model_version").head()[0]
+    known = edges.where(F.col("split") == TRAIN).select("src_index", "dst_index")
+    with timed(log, f"top-{settings.top_k} recommendations ({version})"):
+        top = top_k_recommendations(
+            spark,
+            embeddings,
+            known if settings.exclude_known else None,
+            k=settings.top_k,
+            block_rows=settings.block_rows,
+            partitions=settings.partitions,
+        )
+        ids = nodes.select("node_index", F.col("node_id").alias("product"))
+        rows = (
+            top.join(ids, "node_index")
+            .join(
+                ids.select(
+                    F.col("node_index").alias("target_index"),
+                    F.col("product").alias("recommended_product"),
+                ),
+                "target_index",
+            )
+            .select(
+                F.lit(run_date).alias("run_date"),
+                "product",
+                "rank",
+                "recommended_product",
+                "score",
+                F.lit(version).alias("model_version"),
+            )
+        )
+        replace_where(spark, rows, cfg.table_path("recommendations"), _date_predicate(run_date))
+    written = (
+        spark.read.format("delta")
+        .load(cfg.table_path("recommendations"))
+        .where(F.col("run_date") == F.lit(run_date))
+    )
+    summary = {
+        "rows": written.count(),
+        "products": written.select("product").distinct().count(),
+        "top_k": settings.top_k,
+        "model_version": version,
+    }
+    log.info("recommendations for %s: %s", run_date, summary)
+    return summary
+
+
+def _graph_name(cfg: RecbatchConfig) -> str:
+    if cfg.graph.source == "edge_list":
+        return cfg.graph.edge_list_path or "edge_list"
+    return "events"
+
+
+def evaluation_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
+    """Score the held-out edges for every variant in ``evaluation.variants``; replace their
+    rows of ``eval_metrics``. Trained variants missing for the date are trained first."""
+    run_date = _run_date(cfg)
+    settings = cfg.evaluation
+    nodes, edges = _graph(spark, cfg, run_date)
+    num_nodes = nodes.count()
+    held = held_out_from_graph(edges, settings.split, num_nodes, settings.negatives, settings.seed)
+    held = held.localCheckpoint()
+    if held.isEmpty():
+        raise BladeInputError(
+            f"no {settings.split} edges on {run_date.isoformat()}: set graph.split to random or "
+            "time (graph.split=none keeps every edge for training)"
+        )
+    rows = evaluate_variants(spark, cfg, held, nodes, edges, settings.variants)
+    frame = spark.createDataFrame(
+        [
+            {**r, "run_date": run_date, "graph": _graph_name(cfg), "split": settings.split}
+            for r in rows
+        ],
+        EVAL_SCHEMA,
+    )
+    variants = ", ".join(f"'{v}'" for v in settings.variants)
+    predicate = f"{_date_predicate(run_date)} AND variant IN ({variants})"
+    replace_where(spark, frame, cfg.table_path("eval_metrics"), predicate)
+    return {"rows": len(rows), "metrics": [r for r in rows if r["bucket"] == "all"]}
+
+
+def evaluate_variants(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    held: DataFrame,
+    nodes: DataFrame,
+    edges: DataFrame,
+    variants: list[Variant],
+) -> list[dict[str, Any]]:
+    """Metric rows (``EVAL_SCHEMA`` less run date, graph, split) of each variant on ``held``."""
+    run_date = _run_date(cfg)
+    num_nodes = nodes.count()
+    degrees = nodes.select("node_index", "out_degree")
+    cutoffs = bucket_cutoffs(held, degrees)
+    bucketed = with_buckets(held, degrees, cutoffs).localCheckpoint()
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        if variant == "popularity":
+            in_degree = nodes.select("node_index", "in_degree").toPandas()
+            degree = [0.0] * num_nodes
+            for index, value in zip(in_degree["node_index"], in_degree["in_degree"], strict=True):
+                degree[int(index)] = float(value)
+            matrices, version = popularity_matrices(degree), f"popularity-{run_date.isoformat()}"
+        else:
+            stored = _existing_embeddings(spark, cfg, run_date, variant)
+            matrices = matrices_from_embeddings(variant, stored.toPandas(), num_nodes)
+            version = stored.select("model_version").head()[0]
+        with timed(log, f"evaluating {variant} on {bucketed.count()} held-out edges"):
+            metrics = summarise(score_held_out_edges(spark, bucketed, matrices))
+        negatives = bucketed.agg(F.min(F.size("negatives"))).head()[0]
+        for row in metrics:
+            rows.append(
+                {
+                    **row,
+                    "variant": variant,
+                    "model_version": version,
+                    "negatives": int(negatives or 0),
+                    "bucket_low_max": cutoffs[0],
+                    "bucket_mid_max": cutoffs[1],
+                }
+            )
+        overall = metrics[0]
+        log.info(
+            "%s: Hits@100 %.4f, MRR %.4f, direction AUC %.4f (%d edges)",
+            variant,
+            overall["hits_100"],
+            overall["mrr"],
+            overall["direction_auc"],
+            overall["edges"],
+        )
+    return rows
+
+
+def _existing_embeddings(
+    spark: SparkSession, cfg: RecbatchConfig, run_date: date, variant: str
+) -> DataFrame:
+    path = cfg.table_path("embeddings")
+    if is_delta_table(spark, path):
+        stored = (
+            spark.read.format("delta")
+            .load(path)
+            .where((F.col("run_date") == F.lit(run_date)) & (F.col("variant") == variant))
+        )
+        if not stored.isEmpty():
+            return stored
+    train_variant(spark, cfg, variant)
+    return _embeddings(spark, cfg, run_date, variant)
