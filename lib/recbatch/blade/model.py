@@ -10,7 +10,7 @@ Orientation (tested in ``tests/test_blade.py``): score(u -> v) = s_u . t_v, wher
 so that s_u . t_v is high when what u leads to resembles v and what leads to v resembles u (the
 DiGAE orientation, consistent with the score). Each role's representation is built from its own
 input embedding and one masked mean per hop (hop-aware: hops are never pooled together), combined
-by a ``layers``-deep MLP.
+by ``RoleEncoder`` (an average and a linear map, or a ``layers``-deep MLP).
 
 Embedding variants, from the same code (``BladeSettings.embedding``):
 
@@ -84,22 +84,36 @@ def hop_means(table: nn.Embedding, samples: NodeSamples, nodes: Tensor) -> list[
 
 
 class RoleEncoder(nn.Module):
-    """A ``layers``-deep MLP over [own input ; hop-1 mean ; ... ; hop-H mean] of one role."""
+    """One role's representation from [own input ; hop-1 mean ; ... ; hop-H mean].
 
-    def __init__(self, parts: int, dim: int, out_dim: int, layers: int, dropout: float) -> None:
+    ``combine="mean"`` (default): the average of the parts, dropout, one linear map. Like
+    LightGCN's layer average, it cannot ignore the neighbourhood, which regularises the free
+    per-node inputs (the model's parameters are mostly those: a node with few edges could
+    otherwise memorise them). ``combine="mlp"``: a ``layers``-deep MLP over the concatenated
+    parts (LayerNorm, GELU, dropout), free to weigh each part.
+    """
+
+    def __init__(
+        self, parts: int, dim: int, out_dim: int, layers: int, dropout: float, combine: str
+    ) -> None:
         super().__init__()
+        self.combine = combine
         blocks: list[nn.Module] = []
-        width = parts * dim
-        for _ in range(layers - 1):
+        width = parts * dim if combine == "mlp" else dim
+        if combine == "mean" and dropout:
+            blocks.append(nn.Dropout(dropout))
+        for _ in range(layers - 1 if combine == "mlp" else 0):
             blocks += [nn.Linear(width, out_dim), nn.LayerNorm(out_dim), nn.GELU()]
             if dropout:
                 blocks.append(nn.Dropout(dropout))
             width = out_dim
-        blocks.append(nn.Linear(width, out_dim))
-        self.mlp = nn.Sequential(*blocks)
+        blocks.append(nn.Linear(width, out_dim, bias=combine == "mlp"))
+        self.net = nn.Sequential(*blocks)
 
     def forward(self, parts: list[Tensor]) -> Tensor:
-        return self.mlp(torch.cat(parts, dim=-1))
+        if self.combine == "mean":
+            return self.net(torch.stack(parts).mean(0))
+        return self.net(torch.cat(parts, dim=-1))
 
 
 class BladeModel(nn.Module):
@@ -115,10 +129,13 @@ class BladeModel(nn.Module):
         embedding: str = "dual",
         shared_fraction: float = 0.5,
         dropout: float = 0.0,
+        combine: str = "mean",
     ) -> None:
         super().__init__()
         if embedding not in ("dual", "directional", "single"):
             raise ValueError(f"unknown embedding variant {embedding!r}")
+        if combine not in ("mean", "mlp"):
+            raise ValueError(f"unknown combine {combine!r}")
         if layers < 2:
             raise ValueError("BLADE needs at least 2 layers")
         self.embedding = embedding
@@ -129,12 +146,12 @@ class BladeModel(nn.Module):
         self.input_dim = dim
         if shared:
             self.shared_input = nn.Embedding(num_nodes, dim)
-            self.shared = RoleEncoder(1 + 2 * hops, dim, shared, layers, dropout)
+            self.shared = RoleEncoder(1 + 2 * hops, dim, shared, layers, dropout, combine)
         if directional:
             self.source_input = nn.Embedding(num_nodes, dim)
             self.target_input = nn.Embedding(num_nodes, dim)
-            self.source = RoleEncoder(1 + hops, dim, directional, layers, dropout)
-            self.target = RoleEncoder(1 + hops, dim, directional, layers, dropout)
+            self.source = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
+            self.target = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.1)

@@ -24,7 +24,12 @@ class BladeSettings(_Section):
     shared_fraction: float = Field(
         0.5, gt=0, lt=1, description="dual only: share of dim that is the symmetric part"
     )
-    layers: int = Field(2, ge=2, le=6, description="depth of each role's encoder")
+    combine: Literal["mean", "mlp"] = Field(
+        "mean",
+        description="mean: average own input and hop means, then one linear map (LightGCN-like); "
+        "mlp: an MLP of `layers` over them concatenated",
+    )
+    layers: int = Field(2, ge=2, le=6, description="depth of each role's MLP (combine: mlp)")
     dropout: float = Field(0.0, ge=0, lt=1)
     negatives: int = Field(5, ge=1, description="random targets per positive edge")
     reverse_weight: float = Field(

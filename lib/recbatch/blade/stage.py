@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -41,6 +42,7 @@ from recbatch.config import RecbatchConfig, _join, local_path
 from recbatch.errors import RecbatchError
 from recbatch.graph.split import TRAIN
 from recbatch.graph.stage import samples_path, samples_stage
+from recbatch.graph.truth import planted_relations, truth_agreement
 from recbatch.io.delta import is_delta_table, replace_where
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
@@ -61,15 +63,21 @@ EVAL_SCHEMA = (
     "run_date date, graph string, variant string, model_version string, split string, "
     "bucket string, edges long, direction_pairs long, hits_20 double, hits_50 double, "
     "hits_100 double, mrr double, direction_auc double, negatives int, bucket_low_max double, "
-    "bucket_mid_max double"
+    "bucket_mid_max double, planted_precision double, planted_reversed double"
 )
 TRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     "blade": {},
-    "fixed_fanout": {"law": "constant"},
+    "fixed_fanout": {},
     # A symmetric model scores u -> v and v -> u alike: reversed negatives would only fight the
     # positives, so the single-embedding baseline trains as GAE does, with random negatives.
     "single": {"embedding": "single", "reverse_weight": 0.0},
 }
+"""Each trained variant's changes to the ``blade`` settings."""
+SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
+    # GraphSAGE-style: sampling.constant_k neighbours per hop for every node, nothing carried.
+    "fixed_fanout": {"law": "constant", "fill_from_farther_hops": False},
+}
+"""Each trained variant's changes to the ``sampling`` settings (the others use them as set)."""
 
 
 class BladeInputError(RecbatchError):
@@ -137,13 +145,18 @@ def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPl
     )
 
 
+def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
+    """The sampling settings a variant's samples are drawn with."""
+    return cfg.sampling.model_copy(update=SAMPLING_VARIANTS.get(variant, {}))
+
+
 def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges: int) -> str:
     """``<variant>-<run date>-<hash>``: the hash covers what decides the weights (model and
     sampling settings, the law, the graph's size), so a changed input never reuses a version."""
     payload = json.dumps(
         {
             "blade": plan.job_settings.model_dump(mode="json"),
-            "sampling": cfg.sampling.model_dump(mode="json"),
+            "sampling": variant_sampling(cfg, plan.variant).model_dump(mode="json"),
             "law": plan.law,
             "graph": cfg.graph.model_dump(mode="json"),
             "edges": edges,
@@ -172,15 +185,16 @@ def _local_dir(location: str, what: str) -> str:
     return str(path)
 
 
-def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, law: str) -> None:
-    """The samples of ``law`` for the run date: sampled now when missing (a baseline's law)."""
-    path = local_path(samples_path(cfg, run_date, law))
-    if path is not None and path.exists():
+def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, variant: str) -> None:
+    """The samples a variant trains on. The configured law's come from the samples stage (sampled
+    now if missing); a baseline with its own sampling settings is always sampled afresh, since
+    samples of its law drawn with other settings may sit at the same path."""
+    sampling = variant_sampling(cfg, variant)
+    path = local_path(samples_path(cfg, run_date, sampling.law))
+    if variant not in SAMPLING_VARIANTS and path is not None and path.exists():
         return
-    log.info("no %s samples for %s yet: sampling them now", law, run_date)
-    samples_stage(
-        spark, cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"law": law})})
-    )
+    log.info("sampling the %s samples of %s for %s", sampling.law, variant, run_date)
+    samples_stage(spark, cfg.model_copy(update={"sampling": sampling}))
 
 
 def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
@@ -188,7 +202,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     run_date = _run_date(cfg)
     nodes, edges = _graph(spark, cfg, run_date)
     plan = variant_plan(cfg, run_date, variant)
-    _ensure_samples(spark, cfg, run_date, plan.law)
+    _ensure_samples(spark, cfg, run_date, variant)
     edges_path = _work(cfg, run_date, "edges")
     train = training_edges(edges)
     world = cfg.blade.num_processes
@@ -348,18 +362,97 @@ def evaluation_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]
             f"no {settings.split} edges on {run_date.isoformat()}: set graph.split to random or "
             "time (graph.split=none keeps every edge for training)"
         )
-    rows = evaluate_variants(spark, cfg, held, nodes, edges, settings.variants)
+    rows = [
+        {**r, "split": settings.split}
+        for r in evaluate_variants(spark, cfg, held, nodes, edges, settings.variants)
+    ]
+    truth = planted_relations(spark, cfg) if cfg.graph.source == "events" else None
+    if truth is not None:
+        rows += planted_agreement(spark, cfg, nodes, edges, truth, settings.variants)
     frame = spark.createDataFrame(
-        [
-            {**r, "run_date": run_date, "graph": _graph_name(cfg), "split": settings.split}
-            for r in rows
-        ],
-        EVAL_SCHEMA,
+        [{**r, "run_date": run_date, "graph": _graph_name(cfg)} for r in rows], EVAL_SCHEMA
     )
     variants = ", ".join(f"'{v}'" for v in settings.variants)
     predicate = f"{_date_predicate(run_date)} AND variant IN ({variants})"
     replace_where(spark, frame, cfg.table_path("eval_metrics"), predicate)
-    return {"rows": len(rows), "metrics": [r for r in rows if r["bucket"] == "all"]}
+    overall = [r for r in rows if r["bucket"] == "all" and r["split"] == settings.split]
+    return {"rows": len(rows), "metrics": overall}
+
+
+def _variant_embeddings(
+    spark: SparkSession, cfg: RecbatchConfig, nodes: DataFrame, variant: str
+) -> tuple[DataFrame, str]:
+    """(``node_index``, ``source``, ``target``) of a variant and its model version; popularity
+    is s = [1], t = [training in-degree]."""
+    run_date = _run_date(cfg)
+    if variant == "popularity":
+        rows = nodes.select(
+            "node_index",
+            F.array(F.lit(1.0)).cast("array<float>").alias("source"),
+            F.array(F.col("in_degree").cast("float")).alias("target"),
+        )
+        return rows, f"popularity-{run_date.isoformat()}"
+    stored = _existing_embeddings(spark, cfg, run_date, variant)
+    return stored.select("node_index", "source", "target"), stored.select("model_version").head()[0]
+
+
+def planted_agreement(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    nodes: DataFrame,
+    edges: DataFrame,
+    truth: DataFrame,
+    variants: list[Variant],
+) -> list[dict[str, Any]]:
+    """Generated data only: the share of each variant's top-K recommendations that are planted
+    relations (``planted_precision``) and that run against one (``planted_reversed``)."""
+    k = cfg.recommendations.top_k
+    known = edges.where(F.col("split") == TRAIN).select("src_index", "dst_index")
+    ids = nodes.select("node_index", "node_id")
+    rows = []
+    for variant in variants:
+        embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
+        top = top_k_recommendations(
+            spark,
+            embeddings,
+            known,
+            k=k,
+            block_rows=cfg.recommendations.block_rows,
+            partitions=cfg.recommendations.partitions,
+        )
+        pairs = (
+            top.join(ids.withColumnRenamed("node_id", "src"), "node_index")
+            .join(
+                ids.select(
+                    F.col("node_index").alias("target_index"), F.col("node_id").alias("dst")
+                ),
+                "target_index",
+            )
+            .select("src", "dst")
+            .localCheckpoint()
+        )
+        total = pairs.count()
+        agreement = truth_agreement(pairs, truth)
+        rows.append(
+            {
+                "variant": variant,
+                "model_version": version,
+                "split": f"planted_top{k}",
+                "bucket": "all",
+                "edges": total,
+                "planted_precision": agreement.edges_in_truth / total if total else None,
+                "planted_reversed": agreement.edges_reversed_in_truth / total if total else None,
+            }
+        )
+        log.info(
+            "%s: %.2f%% of its top-%d recommendations are planted relations, %.2f%% run "
+            "against one",
+            variant,
+            100 * (rows[-1]["planted_precision"] or 0),
+            k,
+            100 * (rows[-1]["planted_reversed"] or 0),
+        )
+    return rows
 
 
 def evaluate_variants(
@@ -371,23 +464,20 @@ def evaluate_variants(
     variants: list[Variant],
 ) -> list[dict[str, Any]]:
     """Metric rows (``EVAL_SCHEMA`` less run date, graph, split) of each variant on ``held``."""
-    run_date = _run_date(cfg)
     num_nodes = nodes.count()
     degrees = nodes.select("node_index", "out_degree")
     cutoffs = bucket_cutoffs(held, degrees)
     bucketed = with_buckets(held, degrees, cutoffs).localCheckpoint()
     rows: list[dict[str, Any]] = []
     for variant in variants:
+        embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
         if variant == "popularity":
             in_degree = nodes.select("node_index", "in_degree").toPandas()
-            degree = [0.0] * num_nodes
-            for index, value in zip(in_degree["node_index"], in_degree["in_degree"], strict=True):
-                degree[int(index)] = float(value)
-            matrices, version = popularity_matrices(degree), f"popularity-{run_date.isoformat()}"
+            degree = np.zeros(num_nodes)
+            degree[in_degree["node_index"].to_numpy()] = in_degree["in_degree"].to_numpy()
+            matrices = popularity_matrices(degree)
         else:
-            stored = _existing_embeddings(spark, cfg, run_date, variant)
-            matrices = matrices_from_embeddings(variant, stored.toPandas(), num_nodes)
-            version = stored.select("model_version").head()[0]
+            matrices = matrices_from_embeddings(variant, embeddings.toPandas(), num_nodes)
         with timed(log, f"evaluating {variant} on {bucketed.count()} held-out edges"):
             metrics = summarise(score_held_out_edges(spark, bucketed, matrices))
         negatives = bucketed.agg(F.min(F.size("negatives"))).head()[0]

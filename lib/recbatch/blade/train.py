@@ -70,6 +70,7 @@ def build_model(job: TrainJob) -> BladeModel:
         embedding=s.embedding,
         shared_fraction=s.shared_fraction,
         dropout=s.dropout,
+        combine=s.combine,
     )
 
 

@@ -53,7 +53,8 @@ class DegreeLaw:
 def degree_law(settings: SamplingSettings, fit: PowerLawFit | None) -> DegreeLaw:
     """The law of one role: constant, a given exponent, or alpha - 1 of that role's degree fit."""
     if settings.law == "constant":
-        return DegreeLaw(settings.k_max, settings.k_max, 0.0)
+        k = settings.constant_k or settings.k_max
+        return DegreeLaw(k, k, 0.0)
     if settings.exponent == "fitted":
         if fit is None:
             raise GraphError(

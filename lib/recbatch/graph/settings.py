@@ -71,7 +71,8 @@ class SamplingSettings(_Section):
     * ``power``: k(d) = k_min + (k_max - k_min) * max(d, 1)^(-exponent), rounded, where
       ``fitted`` takes 1 / (alpha - 1) (at most 1) from the power law fitted to that role's
       degrees (``budget.fitted_exponent`` says why);
-    * ``constant``: k(d) = k_max for every node (the fixed fan-out baseline, GraphSAGE style).
+    * ``constant``: k(d) = ``constant_k`` (default k_max) for every node (the fixed fan-out
+      baseline, GraphSAGE style).
 
     Each hop samples up to k(d) neighbours without replacement, with probabilities from
     ``probability``; with ``fill_from_farther_hops`` the part of the budget a hop could not use
@@ -82,6 +83,9 @@ class SamplingSettings(_Section):
     k_min: int = Field(4, ge=1, description="budget of the highest-degree nodes")
     k_max: int = Field(20, ge=1, description="budget of degree-1 nodes; width of each hop")
     law: Literal["power", "constant"] = "power"
+    constant_k: int | None = Field(
+        None, ge=1, description="fan-out per hop of the constant law (default k_max)"
+    )
     exponent: float | Literal["fitted"] = Field(
         "fitted", description="exponent of the law; fitted: 1 / (alpha - 1) of the degree tail"
     )
@@ -103,6 +107,8 @@ class SamplingSettings(_Section):
     def _budget_range(self) -> SamplingSettings:
         if self.k_min > self.k_max:
             raise ValueError("sampling.k_min must not exceed sampling.k_max")
+        if self.constant_k is not None and self.constant_k > self.k_max:
+            raise ValueError("sampling.constant_k must not exceed sampling.k_max (a hop's width)")
         if isinstance(self.exponent, float) and self.exponent < 0:
             raise ValueError("sampling.exponent must be >= 0 (budgets decrease with degree)")
         return self

@@ -1,0 +1,294 @@
+"""BLADE against its baselines on the dev graphs, with the project's evaluation and the referee's.
+
+    .venv/bin/python bench/blade_eval.py [--datasets cora_ml,wiki_vote] [--seeds 0,1]
+        [--variants blade,fixed_fanout,single,popularity] [--which test|val]
+        [--work-dir var/bench/blade] [--config FILE] [--set key=value ...] [--json OUT]
+
+For each dataset and seed:
+
+1. ``../shared/linkpred/split.py`` writes the referee's seeded split (run as a program, from
+   outside: the project never imports the referee);
+2. recbatch's own stages run on the split's ``train.tsv`` as an edge list with ``graph.split=none``
+   (every edge trains): the graph tables, the degree-aware samples, then each trained variant
+   (``blade``; ``fixed_fanout``: the same model on ``sampling.law=constant`` samples of
+   ``sampling.constant_k`` per hop without carry-over, GraphSAGE style; ``single``: one embedding,
+   s = t) through ``TorchDistributor``, each exported as the referee's ``node, source, target``;
+3. recbatch's evaluation (``recbatch.blade.evaluate``) ranks the split's held-out edges against
+   the split's own negatives, by degree bucket;
+4. ``../shared/linkpred/eval_external.py`` scores the same exports; the script prints the largest
+   difference between the two evaluations (they must agree to 3 decimals) and the referee's
+   DirLinkBench-style global Hits@100.
+
+Printed: one row per dataset, seed and variant (Hits@20/50/100, MRR, direction AUC, Hits@100 by
+bucket, DLB Hits@100, training edges/s), then the mean over seeds, the quality goals of the BLADE
+issue checked against the reference table of ``../shared/data/README.md``, and the low-degree
+gain of BLADE over its fixed fan-out variant. ``--which val`` evaluates on the val edges (model
+selection; the referee only scores test). Defaults sized for this 2-core machine; ``--set``
+changes any config key (e.g. ``--set blade.epochs=60``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
+from recbatch.blade.stage import evaluate_variants, export_path, train_variant  # noqa: E402
+from recbatch.config import RecbatchConfig, load_config  # noqa: E402
+from recbatch.graph.stage import graph_stage, samples_stage  # noqa: E402
+from recbatch.log import configure_logging  # noqa: E402
+from recbatch.session import build_session  # noqa: E402
+
+REFEREE = ROOT.parent / "shared" / "linkpred"
+RUN_DATE = date(2026, 1, 1)
+REFERENCE = {  # ../shared/data/README.md: best existence (Hits@100) and direction baselines
+    "cora_ml": {"hits_100": 0.877, "direction_auc": 0.91},
+    "wiki_vote": {"hits_100": 0.932, "direction_auc": 0.97},
+}
+DEFAULTS = {
+    # Sized per graph for 2 cores: wiki_vote has 12x the edges of cora_ml.
+    "cora_ml": ("blade.batch_size=1024",),
+    "wiki_vote": ("blade.batch_size=4096", "blade.learning_rate=0.02"),
+}
+COMMON = (
+    "spark.driver_memory=6g",
+    "spark.shuffle_partitions=8",
+    "graph.source=edge_list",
+    "graph.split=none",
+    "sampling.constant_k=10",
+    "blade.num_processes=2",
+)
+
+
+def referee_split(dataset: str, seed: int, work: Path) -> Path:
+    folder = work / "splits" / dataset / f"seed{seed}"
+    if not (folder / "meta.json").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(REFEREE / "split.py"),
+                "--dataset",
+                dataset,
+                "--seed",
+                str(seed),
+                "--out",
+                str(folder),
+            ],
+            check=True,
+        )
+    return folder
+
+
+def referee_scores(split: Path, export: str, out: Path) -> dict:
+    subprocess.run(
+        [
+            sys.executable,
+            str(REFEREE / "eval_external.py"),
+            "--split",
+            str(split),
+            "--embeddings",
+            export,
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads(out.read_text())["metrics"]
+
+
+def to_graph_indices(held: DataFrame, nodes: DataFrame) -> DataFrame:
+    """The split's ids (our ``node_id``) as the graph's ``node_index``, negatives included."""
+    ids = nodes.select(F.col("node_id").cast("long").alias("id"), "node_index")
+    mapping = {
+        int(r["id"]): int(r["node_index"]) for r in ids.collect()
+    }  # a few thousand nodes
+    lookup = F.create_map(*[F.lit(x) for pair in mapping.items() for x in pair])
+    return held.select(
+        "edge_id",
+        lookup[F.col("src_index")].alias("src_index"),
+        lookup[F.col("dst_index")].alias("dst_index"),
+        "one_way",
+        F.transform("negatives", lambda w: lookup[w]).alias("negatives"),
+    )
+
+
+def config_for(
+    args: argparse.Namespace, dataset: str, seed: int, split: Path
+) -> RecbatchConfig:
+    overrides = [
+        f"paths.data_root={args.work_dir}/{dataset}/seed{seed}",
+        f"graph.edge_list_path={split / 'train.tsv'}",
+        f"run_date={RUN_DATE.isoformat()}",
+        *COMMON,
+        *DEFAULTS.get(dataset, ()),
+        *args.set,
+    ]
+    return load_config(Path(args.config), overrides)
+
+
+def run_one(
+    spark: SparkSession, args: argparse.Namespace, dataset: str, seed: int
+) -> list[dict]:
+    work = Path(args.work_dir)
+    split = referee_split(dataset, seed, work)
+    cfg = config_for(args, dataset, seed, split)
+    started = time.monotonic()
+    graph_stage(spark, cfg)
+    samples_stage(spark, cfg)
+    nodes = spark.read.format("delta").load(cfg.table_path("graph_nodes"))
+    edges = spark.read.format("delta").load(cfg.table_path("graph_edges"))
+    trained = {}
+    for variant in args.variants:
+        if variant != "popularity":
+            trained[variant] = train_variant(spark, cfg, variant)
+    held = to_graph_indices(
+        held_out_from_linkpred(spark, str(split), args.which), nodes
+    )
+    rows = evaluate_variants(
+        spark, cfg, held.localCheckpoint(), nodes, edges, args.variants
+    )
+    results = []
+    for variant in args.variants:
+        ours = {r["bucket"]: r for r in rows if r["variant"] == variant}
+        entry = {
+            "dataset": dataset,
+            "seed": seed,
+            "variant": variant,
+            "ours": ours,
+            "edges_per_s": trained.get(variant, {}).get("edges_per_s"),
+        }
+        if variant != "popularity" and args.which == "test":
+            referee = referee_scores(
+                split,
+                export_path(cfg, RUN_DATE, variant),
+                work / f"referee_{dataset}_{seed}_{variant}.json",
+            )
+            entry["referee"] = referee
+            entry["max_difference"] = max_difference(ours, referee)
+        results.append(entry)
+        print(format_row(entry), flush=True)
+    print(f"# {dataset} seed {seed}: {time.monotonic() - started:.0f}s", flush=True)
+    return results
+
+
+def max_difference(ours: dict, referee: dict) -> float:
+    pairs = [("all", referee), *referee["by_bucket"].items()]
+    keys = [
+        ("hits_20", "hits@20"),
+        ("hits_50", "hits@50"),
+        ("hits_100", "hits@100"),
+        ("mrr", "mrr"),
+        ("direction_auc", "dir_auc"),
+    ]
+    return max(abs(ours[b][a] - theirs[r]) for b, theirs in pairs for a, r in keys)
+
+
+def format_row(e: dict) -> str:
+    o = e["ours"]
+    buckets = "/".join(f"{o[b]['hits_100']:.3f}" for b in ("low", "mid", "high"))
+    dlb = e.get("referee", {}).get("dlb_hits@100")
+    extra = (
+        f" DLB-H@100 {dlb:.3f} |ours-referee| {e['max_difference']:.1e}"
+        if dlb is not None
+        else ""
+    )
+    speed = f" {e['edges_per_s']:.0f} edges/s" if e.get("edges_per_s") else ""
+    a = o["all"]
+    return (
+        f"{e['dataset']:9s} seed {e['seed']} {e['variant']:12s} H@20 {a['hits_20']:.3f} "
+        f"H@50 {a['hits_50']:.3f} H@100 {a['hits_100']:.3f} MRR {a['mrr']:.3f} "
+        f"dirAUC {a['direction_auc']:.3f} | H@100 low/mid/high {buckets}{extra}{speed}"
+    )
+
+
+def summarise(results: list[dict]) -> None:
+    print("\n## mean over seeds")
+    by = {}
+    for e in results:
+        by.setdefault((e["dataset"], e["variant"]), []).append(e)
+    means = {}
+    for (dataset, variant), group in by.items():
+
+        def mean(bucket: str, key: str) -> float:
+            return sum(g["ours"][bucket][key] for g in group) / len(group)
+
+        m = {
+            k: mean("all", k)
+            for k in ("hits_20", "hits_50", "hits_100", "mrr", "direction_auc")
+        }
+        m.update({f"hits_100_{b}": mean(b, "hits_100") for b in ("low", "mid", "high")})
+        dlb = [g["referee"]["dlb_hits@100"] for g in group if "referee" in g]
+        m["dlb_hits_100"] = sum(dlb) / len(dlb) if dlb else float("nan")
+        means[(dataset, variant)] = m
+        print(
+            f"| {dataset} | {variant} | {m['hits_20']:.3f} | {m['hits_50']:.3f} | "
+            f"{m['hits_100']:.3f} | {m['mrr']:.3f} | {m['direction_auc']:.3f} | "
+            f"{m['hits_100_low']:.3f} / {m['hits_100_mid']:.3f} / {m['hits_100_high']:.3f} | "
+            f"{m['dlb_hits_100']:.3f} | {len(group)} |"
+        )
+    print("\n## goals")
+    for dataset, ref in REFERENCE.items():
+        blade = means.get((dataset, "blade"))
+        if blade is None:
+            continue
+        fixed = means.get((dataset, "fixed_fanout"))
+        gain = (
+            (blade["hits_100_low"] / fixed["hits_100_low"] - 1)
+            if fixed
+            else float("nan")
+        )
+        print(
+            f"{dataset}: Hits@100 {blade['hits_100']:.3f} (goal >= {ref['hits_100']}: "
+            f"{'met' if blade['hits_100'] >= ref['hits_100'] else 'not met'}); direction AUC "
+            f"{blade['direction_auc']:.3f} (goal >= {ref['direction_auc']}: "
+            f"{'met' if blade['direction_auc'] >= ref['direction_auc'] else 'not met'}); "
+            f"low-degree Hits@100 vs fixed fan-out {gain:+.1%} (goal >= +10%: "
+            f"{'met' if gain >= 0.10 else 'not met'})"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", default="cora_ml,wiki_vote")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--variants", default="blade,fixed_fanout,single,popularity")
+    ap.add_argument("--which", choices=("test", "val"), default="test")
+    ap.add_argument("--work-dir", default=str(ROOT / "var" / "bench" / "blade"))
+    ap.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    args.variants = args.variants.split(",")
+    configure_logging("WARNING")
+    first = Path(args.work_dir)
+    first.mkdir(parents=True, exist_ok=True)
+    datasets, seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
+    cfg = config_for(
+        args, datasets[0], seeds[0], referee_split(datasets[0], seeds[0], first)
+    )
+    spark = build_session(cfg)
+    results = []
+    for dataset in datasets:
+        for seed in seeds:
+            results.extend(run_one(spark, args, dataset, seed))
+    summarise(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
