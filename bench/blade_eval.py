@@ -111,9 +111,7 @@ def referee_scores(split: Path, export: str, out: Path) -> dict:
 def to_graph_indices(held: DataFrame, nodes: DataFrame) -> DataFrame:
     """The split's ids (our ``node_id``) as the graph's ``node_index``, negatives included."""
     ids = nodes.select(F.col("node_id").cast("long").alias("id"), "node_index")
-    mapping = {
-        int(r["id"]): int(r["node_index"]) for r in ids.collect()
-    }  # a few thousand nodes
+    mapping = {int(r["id"]): int(r["node_index"]) for r in ids.collect()}  # a few thousand nodes
     lookup = F.create_map(*[F.lit(x) for pair in mapping.items() for x in pair])
     return held.select(
         "edge_id",
@@ -124,9 +122,7 @@ def to_graph_indices(held: DataFrame, nodes: DataFrame) -> DataFrame:
     )
 
 
-def config_for(
-    args: argparse.Namespace, dataset: str, seed: int, split: Path
-) -> RecbatchConfig:
+def config_for(args: argparse.Namespace, dataset: str, seed: int, split: Path) -> RecbatchConfig:
     overrides = [
         f"paths.data_root={args.work_dir}/{dataset}/seed{seed}",
         f"graph.edge_list_path={split / 'train.tsv'}",
@@ -138,9 +134,7 @@ def config_for(
     return load_config(Path(args.config), overrides)
 
 
-def run_one(
-    spark: SparkSession, args: argparse.Namespace, dataset: str, seed: int
-) -> list[dict]:
+def run_one(spark: SparkSession, args: argparse.Namespace, dataset: str, seed: int) -> list[dict]:
     work = Path(args.work_dir)
     split = referee_split(dataset, seed, work)
     cfg = config_for(args, dataset, seed, split)
@@ -153,12 +147,8 @@ def run_one(
     for variant in args.variants:
         if variant != "popularity":
             trained[variant] = train_variant(spark, cfg, variant)
-    held = to_graph_indices(
-        held_out_from_linkpred(spark, str(split), args.which), nodes
-    )
-    rows = evaluate_variants(
-        spark, cfg, held.localCheckpoint(), nodes, edges, args.variants
-    )
+    held = to_graph_indices(held_out_from_linkpred(spark, str(split), args.which), nodes)
+    rows = evaluate_variants(spark, cfg, held.localCheckpoint(), nodes, edges, args.variants)
     results = []
     for variant in args.variants:
         ours = {r["bucket"]: r for r in rows if r["variant"] == variant}
@@ -200,9 +190,7 @@ def format_row(e: dict) -> str:
     buckets = "/".join(f"{o[b]['hits_100']:.3f}" for b in ("low", "mid", "high"))
     dlb = e.get("referee", {}).get("dlb_hits@100")
     extra = (
-        f" DLB-H@100 {dlb:.3f} |ours-referee| {e['max_difference']:.1e}"
-        if dlb is not None
-        else ""
+        f" DLB-H@100 {dlb:.3f} |ours-referee| {e['max_difference']:.1e}" if dlb is not None else ""
     )
     speed = f" {e['edges_per_s']:.0f} edges/s" if e.get("edges_per_s") else ""
     a = o["all"]
@@ -221,13 +209,10 @@ def summarise(results: list[dict]) -> None:
     means = {}
     for (dataset, variant), group in by.items():
 
-        def mean(bucket: str, key: str) -> float:
+        def mean(bucket: str, key: str, group: list[dict] = group) -> float:
             return sum(g["ours"][bucket][key] for g in group) / len(group)
 
-        m = {
-            k: mean("all", k)
-            for k in ("hits_20", "hits_50", "hits_100", "mrr", "direction_auc")
-        }
+        m = {k: mean("all", k) for k in ("hits_20", "hits_50", "hits_100", "mrr", "direction_auc")}
         m.update({f"hits_100_{b}": mean(b, "hits_100") for b in ("low", "mid", "high")})
         dlb = [g["referee"]["dlb_hits@100"] for g in group if "referee" in g]
         m["dlb_hits_100"] = sum(dlb) / len(dlb) if dlb else float("nan")
@@ -244,11 +229,7 @@ def summarise(results: list[dict]) -> None:
         if blade is None:
             continue
         fixed = means.get((dataset, "fixed_fanout"))
-        gain = (
-            (blade["hits_100_low"] / fixed["hits_100_low"] - 1)
-            if fixed
-            else float("nan")
-        )
+        gain = (blade["hits_100_low"] / fixed["hits_100_low"] - 1) if fixed else float("nan")
         print(
             f"{dataset}: Hits@100 {blade['hits_100']:.3f} (goal >= {ref['hits_100']}: "
             f"{'met' if blade['hits_100'] >= ref['hits_100'] else 'not met'}); direction AUC "
@@ -277,9 +258,7 @@ def main() -> None:
     first = Path(args.work_dir)
     first.mkdir(parents=True, exist_ok=True)
     datasets, seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
-    cfg = config_for(
-        args, datasets[0], seeds[0], referee_split(datasets[0], seeds[0], first)
-    )
+    cfg = config_for(args, datasets[0], seeds[0], referee_split(datasets[0], seeds[0], first))
     spark = build_session(cfg)
     results = []
     for dataset in datasets:

@@ -105,9 +105,7 @@ def write_samples(pairs: np.ndarray, nodes: int, folder: Path, files: int = 8) -
 
 
 def bench_loader(edges_path: str, batch_size: int) -> float:
-    dataset = edge_dataset(
-        edges_path, batch_size=batch_size, shard=0, shard_count=1, seed=0
-    )
+    dataset = edge_dataset(edges_path, batch_size=batch_size, shard=0, shard_count=1, seed=0)
     rows, start = 0, time.monotonic()
     for batch in edge_batches(dataset, 0):
         rows += len(batch)
@@ -125,9 +123,7 @@ def matmul_gflops(block: int, dim: int, n: int, repeats: int = 5) -> float:
     return 2 * block * dim * n * repeats / (time.monotonic() - start) / 1e9
 
 
-def bench_top_k(
-    nodes: int, dim: int, sources: int, k: int, block: int
-) -> tuple[float, float]:
+def bench_top_k(nodes: int, dim: int, sources: int, k: int, block: int) -> tuple[float, float]:
     rng = np.random.default_rng(1)
     targets = rng.normal(size=(nodes, dim)).astype(np.float32)
     queries = rng.normal(size=(sources, dim)).astype(np.float32)
@@ -164,9 +160,7 @@ def bench_spark_top_k(nodes: int, dim: int, k: int, block: int) -> float:
     )
     embeddings = embeddings.localCheckpoint()
     start = time.monotonic()
-    top = top_k_recommendations(
-        spark, embeddings, None, k=k, block_rows=block, partitions=4
-    )
+    top = top_k_recommendations(spark, embeddings, None, k=k, block_rows=block, partitions=4)
     rows = top.count()
     seconds = time.monotonic() - start
     assert rows == nodes * k
@@ -193,9 +187,7 @@ def main() -> None:
         pairs = synthetic_edges(args.nodes, args.edges)
         write_edges(pairs, work / "edges")
         write_samples(pairs, args.nodes, work / "samples")
-        print(
-            f"graph: {args.nodes} nodes, {len(pairs)} edges; samples {HOPS} x {WIDTH} slots"
-        )
+        print(f"graph: {args.nodes} nodes, {len(pairs)} edges; samples {HOPS} x {WIDTH} slots")
         loader = bench_loader(str(work / "edges"), args.batch_size)
         print(f"loader alone: {loader:,.0f} edges/s ({load()})", flush=True)
         settings = BladeSettings(

@@ -33,11 +33,7 @@ def bucket_column() -> F.Column:
     for lo, hi in BUCKETS:
         label = f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
         cond = (F.col("degree") >= lo) & (F.col("degree") <= hi)
-        expr = (
-            F.when(cond, F.lit(label))
-            if expr is None
-            else expr.when(cond, F.lit(label))
-        )
+        expr = F.when(cond, F.lit(label)) if expr is None else expr.when(cond, F.lit(label))
     return expr
 
 
@@ -47,9 +43,7 @@ def main() -> None:
         "--graph", default=str(PROJECT_ROOT.parent / "shared/data/wiki_vote_edges.tsv")
     )
     parser.add_argument("--law", default="power", choices=["power", "constant"])
-    parser.add_argument(
-        "--set", action="append", default=[], help="more config overrides"
-    )
+    parser.add_argument("--set", action="append", default=[], help="more config overrides")
     args = parser.parse_args()
     configure_logging("INFO")
     root = PROJECT_ROOT / "var" / "bench" / "degree_law" / Path(args.graph).stem

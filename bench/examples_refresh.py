@@ -41,20 +41,12 @@ from recbatch.session import build_session  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--days", type=int, default=120, help="days of generated events"
-    )
+    parser.add_argument("--days", type=int, default=120, help="days of generated events")
     parser.add_argument("--users-per-day", type=float, default=25_000 / 30)
-    parser.add_argument(
-        "--work-dir", help="default <paths.data_root>/bench/examples_refresh"
-    )
+    parser.add_argument("--work-dir", help="default <paths.data_root>/bench/examples_refresh")
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the generated data and tables"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and tables")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -71,9 +63,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level)
     base = load_config(args.config, args.overrides)
-    work = Path(
-        args.work_dir or Path(base.path("data_root")) / "bench" / "examples_refresh"
-    )
+    work = Path(args.work_dir or Path(base.path("data_root")) / "bench" / "examples_refresh")
     settings = [
         *args.overrides,
         f"paths.data_root={work}",
@@ -113,10 +103,7 @@ def main(argv=None) -> None:
         raw.where(F.col("event_date") < last_day),
         raw.where(F.col("event_date") == last_day),
     )
-    print(
-        f"  {raw.count()} events; the new day {last_day}: {new_day.count()} events",
-        flush=True,
-    )
+    print(f"  {raw.count()} events; the new day {last_day}: {new_day.count()} events", flush=True)
 
     def load_history() -> None:
         merge_new_rows(spark, history, events_path, EVENT_KEY, ("event_date",))
@@ -129,22 +116,13 @@ def main(argv=None) -> None:
     merge_new_rows(spark, new_day, events_path, EVENT_KEY, ("event_date",))
     plan = plan_examples_refresh(spark, events_path, examples_path, cfg.feedback)
     print(f"  plan: {plan.describe()}", flush=True)
-    incremental, inc_s = timed(
-        "incremental refresh", lambda: examples_stage(spark, cfg)
-    )
+    incremental, inc_s = timed("incremental refresh", lambda: examples_stage(spark, cfg))
     inc_version = table_version(spark, examples_path)
     full, full_s = timed("full rebuild", lambda: examples_stage(spark, full_cfg))
 
-    after_inc = (
-        spark.read.format("delta")
-        .option("versionAsOf", inc_version)
-        .load(examples_path)
-    )
+    after_inc = spark.read.format("delta").option("versionAsOf", inc_version).load(examples_path)
     after_full = spark.read.format("delta").load(examples_path)
-    differing = (
-        after_inc.exceptAll(after_full).count()
-        + after_full.exceptAll(after_inc).count()
-    )
+    differing = after_inc.exceptAll(after_full).count() + after_full.exceptAll(after_inc).count()
     span = (
         f"view days from {plan.start:%Y-%m-%d}, events from "
         f"{plan.start - timedelta(days=cfg.feedback.feature_lookback_days):%Y-%m-%d}"

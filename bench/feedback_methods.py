@@ -51,18 +51,12 @@ METRICS = ("auc", "pr_auc", "log_loss", "ri_auc")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(PROJECT_ROOT / "conf" / "local.yaml"))
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds")
     parser.add_argument("--seed-keys", default="generator.seed,conversion.seed")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument(
-        "--no-generate", action="store_true", help="ingest the configured input"
-    )
-    parser.add_argument(
-        "--min-gap", type=float, default=0.002, help="oracle - vanilla AUC"
-    )
+    parser.add_argument("--no-generate", action="store_true", help="ingest the configured input")
+    parser.add_argument("--min-gap", type=float, default=0.002, help="oracle - vanilla AUC")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -74,11 +68,7 @@ def interval(values: list[float]) -> str:
     mean = float(np.mean(values))
     if len(values) < 2:
         return f"{mean:.4f}"
-    half = (
-        scipy_stats.t.ppf(0.975, len(values) - 1)
-        * np.std(values, ddof=1)
-        / len(values) ** 0.5
-    )
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / len(values) ** 0.5
     return f"{mean:.4f} ± {half:.4f}"
 
 
@@ -87,9 +77,7 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None
     seeded = [f"{key}={seed}" for key in args.seed_keys.split(",") if key]
     base = load_config(args.config, args.overrides)
     root = Path(base.path("data_root")) / "bench" / "feedback_methods" / f"seed={seed}"
-    cfg = load_config(
-        args.config, [*args.overrides, *seeded, f"paths.data_root={root}"]
-    )
+    cfg = load_config(args.config, [*args.overrides, *seeded, f"paths.data_root={root}"])
     spark = spark or build_session(cfg)
     start = time.monotonic()
     if not args.no_generate:
@@ -113,9 +101,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
     for rows in per_seed:
         auc = {r["method"]: r["auc"] for r in rows}
         valid.append(
-            "oracle" in auc
-            and "vanilla" in auc
-            and auc["oracle"] - auc["vanilla"] > min_gap
+            "oracle" in auc and "vanilla" in auc and auc["oracle"] - auc["vanilla"] > min_gap
         )
     lines = [
         f"{'method':<20} {'AUC':>17} {'PR-AUC':>17} {'log loss':>17} {'RI-AUC':>17}",
@@ -127,9 +113,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
                 r[metric]
                 for rows, ok in zip(per_seed, valid, strict=True)
                 for r in rows
-                if r["method"] == method
-                and r[metric] is not None
-                and (metric != "ri_auc" or ok)
+                if r["method"] == method and r[metric] is not None and (metric != "ri_auc" or ok)
             ]
             cells.append(f"{interval(values):>17}")
         lines.append(f"{method:<20} " + " ".join(cells))
@@ -137,10 +121,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
         f"RI-AUC over {sum(valid)} of {len(valid)} seeds (those whose oracle beats vanilla by "
         f"more than {min_gap} AUC)"
     )
-    lines += [
-        "",
-        "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)",
-    ]
+    lines += ["", "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)"]
     lines.append(f"{'method':<20} {'AUC':>17} {'wins':>5} {'log loss':>17} {'wins':>5}")
     for method in [m for m in methods if m != "vanilla"]:
         cells = []
@@ -152,9 +133,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
     return "\n".join(lines)
 
 
-def paired_differences(
-    per_seed: list[list[dict]], method: str, metric: str
-) -> list[float]:
+def paired_differences(per_seed: list[list[dict]], method: str, metric: str) -> list[float]:
     """``metric(method) - metric(vanilla)`` per seed: the seed's data and split are shared, so the
     paired difference removes the (large) seed-to-seed variation of the data itself."""
     diffs = []

@@ -125,25 +125,17 @@ class MemorySampler:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--views", type=float, required=True, help="target views, e.g. 1.6e6"
-    )
+    parser.add_argument("--views", type=float, required=True, help="target views, e.g. 1.6e6")
     parser.add_argument(
         "--views-per-user",
         type=float,
         default=9.1,
         help="mean views per user at the generator settings (9.1 measured at the defaults)",
     )
-    parser.add_argument(
-        "--work-dir", help="default <paths.data_root>/bench/feedback_scale/<N>"
-    )
+    parser.add_argument("--work-dir", help="default <paths.data_root>/bench/feedback_scale/<N>")
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the generated data and tables"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and tables")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -153,9 +145,7 @@ def main(argv=None) -> None:
     configure_logging(args.log_level)
     n_users = max(1, round(args.views / args.views_per_user))
     cfg = load_config(args.config, [*args.overrides, f"generator.n_users={n_users}"])
-    work = Path(
-        args.work_dir or Path(cfg.path("data_root")) / "bench" / "feedback_scale"
-    )
+    work = Path(args.work_dir or Path(cfg.path("data_root")) / "bench" / "feedback_scale")
     work = work / f"{int(args.views)}" if not args.work_dir else work
     truth_path, events_path = str(work / "truth_views"), str(work / "events")
     examples_path, weights_path = str(work / "examples"), str(work / "training_weights")
@@ -189,9 +179,7 @@ def main(argv=None) -> None:
         views = simulate_views(spark, cfg.generator, catalog)
         views.write.mode("overwrite").parquet(truth_path)
         truth = spark.read.parquet(truth_path)
-        observed_events(truth, cfg.generator).write.mode("overwrite").parquet(
-            events_path
-        )
+        observed_events(truth, cfg.generator).write.mode("overwrite").parquet(events_path)
         return truth.count()
 
     stage("setup: generate views + events (Parquet)", generate)
@@ -200,20 +188,14 @@ def main(argv=None) -> None:
     n_events = events.count()
     cutoff = events.agg(F.max("event_ts")).head()[0]
     cutoff = cutoff.astimezone() if cutoff.tzinfo is None else cutoff
-    print(
-        f"  {n_views} observed views, {n_events} events; cutoff T = {cutoff.isoformat()}"
-    )
+    print(f"  {n_views} observed views, {n_events} events; cutoff T = {cutoff.isoformat()}")
 
     def examples_stage() -> int:
         write_examples(spark, build_examples(events, settings), examples_path)
         return spark.read.format("delta").load(examples_path).count()
 
     stage("examples (build + Delta write)", examples_stage)
-    examples = (
-        spark.read.format("delta")
-        .load(examples_path)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    examples = spark.read.format("delta").load(examples_path).persist(StorageLevel.MEMORY_AND_DISK)
     state: dict[str, object] = {}
 
     def flip_stage() -> int:

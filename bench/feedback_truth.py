@@ -54,12 +54,8 @@ from recbatch.session import build_session  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
-    parser.add_argument(
-        "--cutoff", help="cutoff T, ISO-8601 with offset (default as the stage)"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--cutoff", help="cutoff T, ISO-8601 with offset (default as the stage)")
     parser.add_argument(
         "--run-pipeline",
         action="store_true",
@@ -81,10 +77,7 @@ def main(argv=None) -> None:
     if cfg.run_date is None:
         cfg = cfg.model_copy(update={"run_date": datetime.now(UTC).date()})
     spark = build_session(cfg)
-    examples_path, truth_path = (
-        cfg.table_path("examples"),
-        cfg.path("ground_truth") + "/views",
-    )
+    examples_path, truth_path = cfg.table_path("examples"), cfg.path("ground_truth") + "/views"
     if not (is_delta_table(spark, examples_path) and Path(truth_path).exists()):
         if not args.run_pipeline:
             sys.exit(
@@ -102,30 +95,20 @@ def main(argv=None) -> None:
         if args.cutoff
         else snapshot_cutoff(spark, cfg)
     )
-    examples = (
-        spark.read.format("delta")
-        .load(examples_path)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    examples = spark.read.format("delta").load(examples_path).persist(StorageLevel.MEMORY_AND_DISK)
     views = spark.read.parquet(truth_path)
     training = counterfactual_training_set(examples, cutoff, settings).persist()
     cells = fit_hazard(training, settings)
     observation = fit_observation(examples, cutoff, settings)
     at_t = observe_at(examples, cutoff, settings)
     scored = apply_flip_model(at_t, cells, observation, settings)
-    truth = true_flip_probability(at_t, views, settings).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    truth = true_flip_probability(at_t, views, settings).persist(StorageLevel.MEMORY_AND_DISK)
     table = flip_calibration_against_truth(scored, truth).persist()
 
     n_at_t = truth.count()
     unmatched = truth.where(~F.col("truth_matched")).count()
-    print(
-        f"cutoff T = {cutoff.isoformat()}  W = {settings.attribution_window_hours:g} h"
-    )
-    print(
-        f"examples at T: {n_at_t}; without a truth view (join key mismatch): {unmatched}"
-    )
+    print(f"cutoff T = {cutoff.isoformat()}  W = {settings.attribution_window_hours:g} h")
+    print(f"examples at T: {n_at_t}; without a truth view (join key mismatch): {unmatched}")
     print(
         f"flip model: {training.count()} counterfactual negatives, "
         f"{training.agg(F.sum('true_label')).head()[0]} flips, "
@@ -142,9 +125,7 @@ def main(argv=None) -> None:
     totals = table.where(F.col("elapsed_bucket").isNull()).collect()
     print("\ncalibration error (n-weighted mean |learned z - true z| over cells):")
     for r in totals:
-        ratio = (
-            r["mean_learned_z"] / r["mean_true_z"] if r["mean_true_z"] else float("nan")
-        )
+        ratio = r["mean_learned_z"] / r["mean_true_z"] if r["mean_true_z"] else float("nan")
         print(
             f"  {r['signal_state']:8s} n={r['n']:6d}  error={r['calibration_error']:.5f}  "
             f"mean learned={r['mean_learned_z']:.5f}  true={r['mean_true_z']:.5f}  "
@@ -156,10 +137,7 @@ def main(argv=None) -> None:
         conversion_sources(negatives.where(F.col("realized_flip") == 1)),
         "which view's buy converted the immature negatives that flipped after T",
     )
-    _show(
-        conversion_sources(truth),
-        "which view's buy is the conversion, all examples at T",
-    )
+    _show(conversion_sources(truth), "which view's buy is the conversion, all examples at T")
 
     cart = table.where(
         F.col("elapsed_bucket").isNotNull() & F.col("signal_state").isin("cart", "none")

@@ -81,34 +81,20 @@ DEFAULT_SETTINGS = ("spark.driver_memory=12g", "spark.shuffle_partitions=16")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--nodes", default="100000,1000000", help="graph sizes, comma-separated"
-    )
-    parser.add_argument(
-        "--edges-per-node", type=float, default=10.0, help="edge draws per node"
-    )
-    parser.add_argument(
-        "--zipf", type=float, default=0.8, help="exponent of the target ranks"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=1, help="seed of the generated graphs"
-    )
+    parser.add_argument("--nodes", default="100000,1000000", help="graph sizes, comma-separated")
+    parser.add_argument("--edges-per-node", type=float, default=10.0, help="edge draws per node")
+    parser.add_argument("--zipf", type=float, default=0.8, help="exponent of the target ranks")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated graphs")
     parser.add_argument("--write", choices=("parquet", "noop"), default="parquet")
     parser.add_argument("--no-pyg", action="store_true", help="skip the PyG comparison")
     parser.add_argument(
         "--pyg-only", action="store_true", help="generate the graphs and time PyG only"
     )
     parser.add_argument("--pyg-batch-size", type=int, default=1024)
-    parser.add_argument(
-        "--pyg-max-seconds", type=float, default=300.0, help="per graph"
-    )
-    parser.add_argument(
-        "--work-dir", help="default <paths.data_root>/bench/sampling_scale/run-*"
-    )
+    parser.add_argument("--pyg-max-seconds", type=float, default=300.0, help="per graph")
+    parser.add_argument("--work-dir", help="default <paths.data_root>/bench/sampling_scale/run-*")
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--keep", action="store_true", help="keep the generated graphs")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -122,12 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def generate_edges(
-    spark: SparkSession,
-    n: int,
-    edges_per_node: float,
-    zipf: float,
-    seed: int,
-    partitions: int,
+    spark: SparkSession, n: int, edges_per_node: float, zipf: float, seed: int, partitions: int
 ) -> DataFrame:
     """``src_index``, ``dst_index``, ``weight`` of a generated graph, all in Spark's plan."""
     draws = spark.range(0, round(n * edges_per_node), numPartitions=partitions)
@@ -147,9 +128,7 @@ def generate_edges(
     )
 
 
-def graph_nodes(
-    spark: SparkSession, edges: DataFrame, n: int, partitions: int
-) -> DataFrame:
+def graph_nodes(spark: SparkSession, edges: DataFrame, n: int, partitions: int) -> DataFrame:
     """``node_index``, ``node_id`` (the same), ``out_degree``, ``in_degree`` of all n nodes."""
     degrees = [
         edges.groupBy(F.col(column).alias("node_index")).agg(
@@ -247,9 +226,7 @@ def sampler_run(
     """``sample_neighbourhoods``, then ``sample_rows`` + write; each timed."""
     n, e, nodes, edges = graph
     settings = cfg.sampling
-    sampler_input = SamplerInput(
-        nodes.select("node_index", "out_degree", "in_degree"), edges, laws
-    )
+    sampler_input = SamplerInput(nodes.select("node_index", "out_degree", "in_degree"), edges, laws)
     with Monitor() as monitor:
         start = time.monotonic()
         sample = sample_neighbourhoods(sampler_input, settings)
@@ -266,15 +243,11 @@ def sampler_run(
             writer.mode("overwrite").parquet(str(target))
         rows_s = time.monotonic() - start
     print(f"    {label}: sample_rows + {write} write {rows_s:.1f}s", flush=True)
-    if (
-        write == "noop"
-    ):  # count what was sampled (not timed): the picks are checkpointed
+    if write == "noop":  # count what was sampled (not timed): the picks are checkpointed
         slots, n_rows = sample.picks.count(), 2 * n
         budget = {
             r["role"]: float(r["b"])
-            for r in sample.budgets.groupBy("role")
-            .agg(F.avg("budget").alias("b"))
-            .collect()
+            for r in sample.budgets.groupBy("role").agg(F.avg("budget").alias("b")).collect()
         }
     else:
         written = spark.read.parquet(str(target))
@@ -289,9 +262,7 @@ def sampler_run(
         slots = sum(int(r["slots"]) for r in per_role)
         budget = {r["role"]: float(r["b"]) for r in per_role}
     del sample, rows
-    return Run(
-        n, e, label, sample_s, rows_s, n_rows, slots, budget, monitor.peak, monitor.load
-    )
+    return Run(n, e, label, sample_s, rows_s, n_rows, slots, budget, monitor.peak, monitor.load)
 
 
 def release(spark: SparkSession) -> None:
@@ -310,9 +281,7 @@ class PygRun:
     seconds: float  # for those seeds
     sampled_edges: int  # edges of the sampled subgraphs (one per sampled neighbour)
     complete: bool  # all 2N seeds done within the time bound
-    prep_s: (
-        float  # building the loaders (PyG sorts the edges into CSC), not in ``seconds``
-    )
+    prep_s: float  # building the loaders (PyG sorts the edges into CSC), not in ``seconds``
 
 
 def pyg_available() -> str | None:
@@ -331,9 +300,7 @@ def pyg_available() -> str | None:
     tiny = Data(edge_index=torch.tensor([[0, 1, 2], [1, 2, 0]]), num_nodes=3)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # "NeighborSampler without pyg-lib is deprecated"
+            warnings.simplefilter("ignore")  # "NeighborSampler without pyg-lib is deprecated"
             next(iter(NeighborLoader(tiny, num_neighbors=[2, 2], batch_size=3)))
     except ImportError as err:
         return (
@@ -365,9 +332,7 @@ def pyg_run(
         start = time.monotonic()
         data = Data(edge_index=edge_index, num_nodes=n)
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # "NeighborSampler without pyg-lib is deprecated"
+            warnings.simplefilter("ignore")  # "NeighborSampler without pyg-lib is deprecated"
             loader = NeighborLoader(data, num_neighbors=fanout, batch_size=batch_size)
         prep_s += time.monotonic() - start
         start = time.monotonic()
@@ -385,11 +350,7 @@ def pyg_run(
 
 
 def fit_text(fit: PowerLawFit | None) -> str:
-    return (
-        f"alpha {fit.alpha:.2f} (d >= {fit.d_min}, {fit.tail_nodes} nodes)"
-        if fit
-        else "none"
-    )
+    return f"alpha {fit.alpha:.2f} (d >= {fit.d_min}, {fit.tail_nodes} nodes)" if fit else "none"
 
 
 def law_text(law: DegreeLaw) -> str:
@@ -435,9 +396,7 @@ def main(argv=None) -> None:
         shutil.rmtree(graph_dir, ignore_errors=True)
         print(f"\ngraph N = {n}", flush=True)
         start = time.monotonic()
-        edges = generate_edges(
-            spark, n, args.edges_per_node, args.zipf, args.seed, partitions
-        )
+        edges = generate_edges(spark, n, args.edges_per_node, args.zipf, args.seed, partitions)
         edges.write.parquet(str(graph_dir / "edges"))
         edges = spark.read.parquet(str(graph_dir / "edges"))
         graph_nodes(spark, edges, n, partitions).write.parquet(str(graph_dir / "nodes"))
@@ -451,9 +410,7 @@ def main(argv=None) -> None:
                 degree_histogram(nodes, "in_degree"), cfg.graph.powerlaw_max_dmin
             ),
         }
-        top = nodes.agg(
-            F.max("out_degree").alias("o"), F.max("in_degree").alias("i")
-        ).head()
+        top = nodes.agg(F.max("out_degree").alias("o"), F.max("in_degree").alias("i")).head()
         setup_s[n] = time.monotonic() - start
         print(
             f"  setup {setup_s[n]:.1f}s: {n_edges} edges ({n_edges / n:.2f} per node), largest "
@@ -462,9 +419,7 @@ def main(argv=None) -> None:
             flush=True,
         )
         for label, run_cfg in samplers:
-            laws = {
-                role: degree_law(run_cfg.sampling, fit) for role, fit in fits.items()
-            }
+            laws = {role: degree_law(run_cfg.sampling, fit) for role, fit in fits.items()}
             print(
                 f"  {label}: source {law_text(laws[SOURCE])}, target {law_text(laws[TARGET])}",
                 flush=True,
@@ -490,11 +445,7 @@ def main(argv=None) -> None:
             fanout = [fixed_cfg.sampling.k_max] * fixed_cfg.sampling.hops
             try:
                 pyg[n] = pyg_run(
-                    graph_dir / "edges",
-                    n,
-                    fanout,
-                    args.pyg_batch_size,
-                    args.pyg_max_seconds,
+                    graph_dir / "edges", n, fanout, args.pyg_batch_size, args.pyg_max_seconds
                 )
                 p = pyg[n]
                 print(
@@ -516,9 +467,7 @@ def main(argv=None) -> None:
     )
     print(f"\n{header}\n{'-' * len(header)}")
     for r in runs:
-        budget = (
-            f"{r.mean_budget.get(SOURCE, 0):.1f}/{r.mean_budget.get(TARGET, 0):.1f}"
-        )
+        budget = f"{r.mean_budget.get(SOURCE, 0):.1f}/{r.mean_budget.get(TARGET, 0):.1f}"
         print(
             f"{r.nodes:9d} {r.edges:10d} {r.law:14s} {r.sample_s:9.1f} {r.rows_s:7.1f} "
             f"{r.seconds:8.1f} {r.slots:13d} {r.slots / r.seconds:9,.0f} {budget:>16s} "
@@ -541,9 +490,7 @@ def main(argv=None) -> None:
     for r in runs:
         if r.nodes >= 1_000_000:
             verdict = "met" if r.seconds < 600 else "NOT met"
-            print(
-                f"{r.law} at N = {r.nodes}: {r.seconds / 60:.1f} min (goal < 10 min: {verdict})"
-            )
+            print(f"{r.law} at N = {r.nodes}: {r.seconds / 60:.1f} min (goal < 10 min: {verdict})")
 
     if pyg_missing:
         print(f"\nPyG comparison: {pyg_missing}")
@@ -556,11 +503,7 @@ def main(argv=None) -> None:
         fixed = {r.nodes: r for r in runs if r.law == LAWS[1]}
         for n, p in pyg.items():
             pyg_per_seed = p.seconds / p.seeds
-            estimate = (
-                ""
-                if p.complete
-                else f" (all {2 * n} seeds: ~{pyg_per_seed * 2 * n:.0f}s)"
-            )
+            estimate = "" if p.complete else f" (all {2 * n} seeds: ~{pyg_per_seed * 2 * n:.0f}s)"
             r = fixed.get(n)
             if r is None:
                 print(

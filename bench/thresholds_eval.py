@@ -80,19 +80,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=200_000, help="rows per repeat")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.7, 0.8, 0.9])
-    parser.add_argument(
-        "--effect", type=float, default=2.0, help="planted uncertainty effect"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=1, help="data seed of the first repeat"
-    )
+    parser.add_argument("--effect", type=float, default=2.0, help="planted uncertainty effect")
+    parser.add_argument("--seed", type=int, default=1, help="data seed of the first repeat")
     parser.add_argument("--config", help="YAML config (default conf/local.yaml)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
-    parser.add_argument(
-        "--work-dir", help="Delta table location (default <data_root>/bench/...)"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--work-dir", help="Delta table location (default <data_root>/bench/...)")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -123,23 +115,17 @@ def oracle(target: float, effect: float) -> tuple[float, float]:
     for _ in range(50):
         mid = (lo + hi) / 2
         precision, _ = at(mid)
-        lo, hi = (
-            (lo, mid) if precision is not None and precision >= target else (mid, hi)
-        )
+        lo, hi = (lo, mid) if precision is not None and precision >= target else (mid, hi)
     return at(hi)
 
 
-def run_repeat(
-    spark, args, settings: ThresholdSettings, r: int
-) -> tuple[list[dict], object]:
+def run_repeat(spark, args, settings: ThresholdSettings, r: int) -> tuple[list[dict], object]:
     df = planted_scores(spark, args.rows, seed=args.seed + 1000 * r, effect=args.effect)
     settings = settings.model_copy(update={"seed": settings.seed + r})
     hists = build_histograms(df, settings, key_cols=["id"])
     records, fits = [], {}
     for target in args.targets:
-        fit = fit_from_histograms(
-            hists, settings.model_copy(update={"target_precision": target})
-        )
+        fit = fit_from_histograms(hists, settings.model_copy(update={"target_precision": target}))
         fits[target] = fit
         for method in METHODS:
             rule = fit.rule(method)
@@ -210,9 +196,7 @@ def check_table_and_apply(spark, df, fit, work_dir: str) -> pd.DataFrame:
             .groupBy("bucket")
             .agg(
                 F.sum(F.col("accepted").cast("long")).alias("accepted"),
-                F.sum((F.col("accepted") & (F.col("label") == 1)).cast("long")).alias(
-                    "tp"
-                ),
+                F.sum((F.col("accepted") & (F.col("label") == 1)).cast("long")).alias("tp"),
             )
             .toPandas()
             .sort_values("bucket")
@@ -255,10 +239,7 @@ def reliability_plot(fit, effect: float, path: str, groups: int = 20) -> None:
     n = cal.n_buckets
     cols = min(n, 3)
     fig, axes = plt.subplots(
-        math.ceil(n / cols),
-        cols,
-        figsize=(4.2 * cols, 3.8 * math.ceil(n / cols)),
-        squeeze=False,
+        math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.8 * math.ceil(n / cols)), squeeze=False
     )
     s_grid = np.linspace(0.001, 0.999, 200)
     for b, ax in enumerate(axes.ravel()):
@@ -276,30 +257,14 @@ def reliability_plot(fit, effect: float, path: str, groups: int = 20) -> None:
         truth = planted_rate(s_grid[:, None], u[None, :], effect).mean(axis=1)
         ax.plot(s_grid, truth, color="tab:green", lw=1.5, label="true rate")
         nonempty = cal.rows[b] > 0
-        cal_x = (
-            (cal.score_sum[b][nonempty] / cal.rows[b][nonempty])
-            if nonempty.any()
-            else []
-        )
-        ax.step(
-            cal_x,
-            iso[b][nonempty],
-            where="mid",
-            color="tab:blue",
-            lw=1.5,
-            label="isotonic",
-        )
+        cal_x = (cal.score_sum[b][nonempty] / cal.rows[b][nonempty]) if nonempty.any() else []
+        ax.step(cal_x, iso[b][nonempty], where="mid", color="tab:blue", lw=1.5, label="isotonic")
         ax.plot(x, y, "o", ms=3.5, color="black", label="evaluation rate")
         t = rule.score_thresholds[b]
         if np.isfinite(t):
             ax.axvline(t, color="tab:red", ls="--", lw=1.2, label=f"threshold {t:.3f}")
         else:
-            ax.text(
-                0.05,
-                0.9,
-                "accepts nothing" if t > 0 else "accepts all",
-                color="tab:red",
-            )
+            ax.text(0.05, 0.9, "accepts nothing" if t > 0 else "accepts all", color="tab:red")
         ax.set_title(f"uncertainty [{bounds[b]:.2f}, {bounds[b + 1]:.2f})", fontsize=10)
         ax.set_xlabel("score")
         ax.set_ylabel("positive rate")

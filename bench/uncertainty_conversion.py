@@ -49,9 +49,7 @@ from recbatch.uncertainty.scores import (  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(PROJECT_ROOT / "conf" / "local.yaml"))
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="K=V"
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument("--methods", default="heads,mc_dropout")
     parser.add_argument("--targets", default="0.045,0.05,0.055,0.06,0.7,0.8,0.9")
     parser.add_argument("--log-level", default="WARNING")
@@ -111,9 +109,7 @@ def main(argv=None) -> None:
         plain_settings = settings.model_copy(update={"heads": 1, "dropout": 0.0})
         plain = build_model(len(state["net.0.weight"][0]), plain_settings).state_dict()
         plain_rate, _ = timed_rows_per_s(score(test_rows, plain, plain_settings))
-        compute, plain_compute = model_compute_rates(
-            state, settings, plain_settings, cfg
-        )
+        compute, plain_compute = model_compute_rates(state, settings, plain_settings, cfg)
         cost_lines.append(
             f"{method:<11} Spark scoring {n} rows: {rate:>8.0f} rows/s (plain model "
             f"{plain_rate:.0f}); model compute alone: {compute:>10.0f} rows/s (plain "
@@ -143,9 +139,7 @@ def main(argv=None) -> None:
         test_rows.unpersist()
     print("\nscoring cost (test examples, mapInPandas, local[2]):")
     print("\n".join(cost_lines))
-    print(
-        "\nthresholds on the evaluation split (per uncertainty bucket vs one raw-score cut):"
-    )
+    print("\nthresholds on the evaluation split (per uncertainty bucket vs one raw-score cut):")
     print("\n".join(fit_lines))
     spark.stop()
 

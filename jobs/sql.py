@@ -17,9 +17,7 @@ from recbatch.sql import run_sql
 
 def add_arguments(parser) -> None:
     parser.add_argument("statement", help="the SQL statement (tables by name)")
-    parser.add_argument(
-        "--limit", type=int, default=50, help="rows to print (default 50)"
-    )
+    parser.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
 
 
 def main(cfg, args) -> None:

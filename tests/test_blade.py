@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import PROJECT_ROOT, make_test_config
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from conftest import PROJECT_ROOT, make_test_config
 from recbatch.blade.data import EDGE_COLUMNS, edge_batches, edge_dataset, load_graph_samples
 from recbatch.blade.evaluate import (
     KS,
@@ -47,8 +47,15 @@ REFEREE = PROJECT_ROOT.parent / "shared" / "linkpred"
 # --- tiny inputs written as Spark would, read back through Petastorm -------------------------------
 
 
-def _write_samples(folder: Path, out: dict[int, list[int]], into: dict[int, list[int]], n: int,
-                   width: int, hops: int = 2, files: int = 2) -> str:
+def _write_samples(
+    folder: Path,
+    out: dict[int, list[int]],
+    into: dict[int, list[int]],
+    n: int,
+    width: int,
+    hops: int = 2,
+    files: int = 2,
+) -> str:
     """Sample rows (``recbatch.graph.samples`` layout) with the given hop-1 neighbours."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -58,7 +65,9 @@ def _write_samples(folder: Path, out: dict[int, list[int]], into: dict[int, list
             picked = nbrs.get(node, [])[:width]
             slots[: len(picked)] = picked
             rows.append((role_id, node, slots, slots >= 0))
-    frame = pd.DataFrame(rows, columns=["role_id", "node_index", "neighbour_index", "neighbour_mask"])
+    frame = pd.DataFrame(
+        rows, columns=["role_id", "node_index", "neighbour_index", "neighbour_mask"]
+    )
     for part, rows in enumerate(np.array_split(np.arange(len(frame)), files)):
         chunk = frame.iloc[rows].reset_index(drop=True)
         pq.write_table(pa.Table.from_pandas(chunk), folder / f"part-{part}.parquet")
@@ -88,8 +97,9 @@ def _one_way_graph(tmp_path: Path, pairs: int = 12) -> tuple[TrainJob, list[tupl
     edges = [(2 * i, 2 * i + 1) for i in range(pairs)]
     out = {u: [v] for u, v in edges}
     into = {v: [u] for u, v in edges}
-    settings = BladeSettings(dim=16, epochs=60, batch_size=8, negatives=4, learning_rate=0.02,
-                             num_processes=1)
+    settings = BladeSettings(
+        dim=16, epochs=60, batch_size=8, negatives=4, learning_rate=0.02, num_processes=1
+    )
     job = TrainJob(
         samples_path=_write_samples(tmp_path / "samples", out, into, n, width=3),
         edges_path=_write_edges(tmp_path / "edges", edges),
@@ -142,8 +152,9 @@ def test_source_embedding_reads_out_neighbours_and_target_embedding_in_neighbour
         index = torch.full((4, 4), -1)
         out_index, in_index = index.clone(), index.clone()
         out_index[0, 0], in_index[0, 0] = out_nbr, in_nbr
-        return GraphSamples(NodeSamples(out_index, out_index >= 0, 2),
-                            NodeSamples(in_index, in_index >= 0, 2))
+        return GraphSamples(
+            NodeSamples(out_index, out_index >= 0, 2), NodeSamples(in_index, in_index >= 0, 2)
+        )
 
     node = torch.tensor([0])
     s1, t1 = model(samples(1, 2), node)
@@ -165,7 +176,9 @@ def test_dual_embedding_has_a_symmetric_shared_part() -> None:
     from recbatch.blade.model import GraphSamples, NodeSamples
 
     index = torch.randint(0, 5, (5, 4))
-    graph = GraphSamples(NodeSamples(index, index >= 0, 2), NodeSamples(index.flip(1), index >= 0, 2))
+    graph = GraphSamples(
+        NodeSamples(index, index >= 0, 2), NodeSamples(index.flip(1), index >= 0, 2)
+    )
     s, t = model(graph, torch.arange(5))
     shared = model.shared_dim
     assert shared == 4 and torch.allclose(s[:, :shared], t[:, :shared])
@@ -200,8 +213,11 @@ def test_petastorm_shards_give_every_edge_exactly_once(tmp_path: Path) -> None:
     for shard in range(2):
         dataset = edge_dataset(path, batch_size=16, shard=shard, shard_count=2, seed=0)
         for epoch in range(2):
-            got = [(int(u), int(v)) for b in edge_batches(dataset, epoch)
-                   for u, v in zip(b.src, b.dst, strict=True)]
+            got = [
+                (int(u), int(v))
+                for b in edge_batches(dataset, epoch)
+                for u, v in zip(b.src, b.dst, strict=True)
+            ]
             if epoch == 0:
                 seen.append(got)
             else:
@@ -229,7 +245,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert not first["finished"] and (Path(resumed_job.checkpoint_dir) / "last.pt").exists()
     second = train_blade(resumed_job)
     assert second["resumed_from_epoch"] == 2 and second["finished"]
-    assert [e["loss"] for e in second["epochs"]] == pytest.approx([e["loss"] for e in full["epochs"]])
+    assert [e["loss"] for e in second["epochs"]] == pytest.approx(
+        [e["loss"] for e in full["epochs"]]
+    )
     for got, want in zip(_embeddings(resumed_job), reference, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # another fingerprint never resumes these weights
@@ -255,8 +273,9 @@ def test_top_k_block_equals_brute_force_with_ties_and_exclusions() -> None:
     sources = rng.integers(-2, 3, size=(30, 4)).astype(np.float32)  # integer scores: many ties
     targets = rng.integers(-2, 3, size=(30, 4)).astype(np.float32)
     known = {u: set(rng.choice(30, 5, replace=False).tolist()) for u in range(30)}
-    best, scores = top_k_block(sources, np.arange(30), targets, 7,
-                               [np.array(sorted(known[u])) for u in range(30)])
+    best, scores = top_k_block(
+        sources, np.arange(30), targets, 7, [np.array(sorted(known[u])) for u in range(30)]
+    )
     assert best.tolist() == _brute_force_top_k(sources, targets, 7, known)
     assert np.all(np.diff(scores, axis=1) <= 0)
 
@@ -267,7 +286,9 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession) -> None:
     sources = rng.normal(size=(n, d)).astype(np.float32)
     targets = rng.normal(size=(n, d)).astype(np.float32)
     frame = spark.createDataFrame(
-        pd.DataFrame({"node_index": np.arange(n), "source": list(sources), "target": list(targets)}),
+        pd.DataFrame(
+            {"node_index": np.arange(n), "source": list(sources), "target": list(targets)}
+        ),
         "node_index long, source array<float>, target array<float>",
     )
     known_pairs = [(u, int(v)) for u in range(n) for v in rng.choice(n, 3, replace=False)]
@@ -351,8 +372,9 @@ def test_stages_write_well_formed_embeddings_recommendations_and_metrics(
     assert (recs["product"] != recs["recommended_product"]).all()
     train = _delta(spark, cfg, "graph_edges").query("split == 'train'")
     known = set(zip(train["src"], train["dst"], strict=True))
-    assert not any((p, r) in known for p, r in zip(recs["product"], recs["recommended_product"],
-                                                   strict=True))
+    assert not any(
+        (p, r) in known for p, r in zip(recs["product"], recs["recommended_product"], strict=True)
+    )
     ranked = recs.sort_values(["product", "rank"])
     assert ranked.groupby("product")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
     assert set(recs["model_version"]) == set(blade["model_version"])
@@ -387,10 +409,24 @@ def test_rerun_replaces_the_run_dates_rows(spark: SparkSession, blade_run) -> No
 # --- the project's evaluation against the referee -------------------------------------------------
 
 
-def test_evaluation_equals_the_referee_on_a_split(spark: SparkSession, tmp_path: Path, shared_data) -> None:
+def test_evaluation_equals_the_referee_on_a_split(
+    spark: SparkSession, tmp_path: Path, shared_data
+) -> None:
     split = tmp_path / "split"
-    subprocess.run([sys.executable, str(REFEREE / "split.py"), "--dataset", "cora_ml", "--seed", "0",
-                    "--out", str(split)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REFEREE / "split.py"),
+            "--dataset",
+            "cora_ml",
+            "--seed",
+            "0",
+            "--out",
+            str(split),
+        ],
+        check=True,
+        capture_output=True,
+    )
     meta = json.loads((split / "meta.json").read_text())
     n = meta["num_nodes"]
     rng = np.random.default_rng(5)
@@ -398,23 +434,44 @@ def test_evaluation_equals_the_referee_on_a_split(spark: SparkSession, tmp_path:
     sources = rng.integers(-2, 3, size=(n, 3)).astype(np.float32)
     targets = rng.integers(-2, 3, size=(n, 3)).astype(np.float32)
     export = tmp_path / "embeddings.parquet"
-    pd.DataFrame({"node": np.arange(n), "source": list(sources), "target": list(targets)}).to_parquet(export)
+    pd.DataFrame(
+        {"node": np.arange(n), "source": list(sources), "target": list(targets)}
+    ).to_parquet(export)
     out = tmp_path / "referee.json"
-    subprocess.run([sys.executable, str(REFEREE / "eval_external.py"), "--split", str(split),
-                    "--embeddings", str(export), "--json", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REFEREE / "eval_external.py"),
+            "--split",
+            str(split),
+            "--embeddings",
+            str(export),
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     referee = json.loads(out.read_text())["metrics"]
 
     held = held_out_from_linkpred(spark, str(split))
     train = pd.read_csv(split / "train.tsv", sep="\t")
     degrees = spark.createDataFrame(
-        train.groupby("src").size().rename("out_degree").reset_index().rename(columns={"src": "node_index"}),
+        train.groupby("src")
+        .size()
+        .rename("out_degree")
+        .reset_index()
+        .rename(columns={"src": "node_index"}),
         "node_index long, out_degree long",
     )
     q1, q2 = meta["bucket_cutoffs_train_outdeg"]
     bucketed = with_buckets(held, degrees, (q1, q2))
     matrices = matrices_from_embeddings(
-        "random", pd.DataFrame({"node_index": np.arange(n), "source": list(sources),
-                                "target": list(targets)}), n
+        "random",
+        pd.DataFrame(
+            {"node_index": np.arange(n), "source": list(sources), "target": list(targets)}
+        ),
+        n,
     )
     ours = {r["bucket"]: r for r in summarise(score_held_out_edges(spark, bucketed, matrices))}
     for bucket, theirs in [("all", referee), *referee["by_bucket"].items()]:
@@ -428,8 +485,12 @@ def test_evaluation_equals_the_referee_on_a_split(spark: SparkSession, tmp_path:
 def test_bucket_cutoffs_match_the_referee_rule(spark: SparkSession) -> None:
     from recbatch.blade.evaluate import bucket_cutoffs
 
-    held = spark.createDataFrame([(0, 1), (1, 2), (2, 0), (3, 0), (4, 1)], "src_index long, dst_index long")
-    degrees = spark.createDataFrame([(0, 1), (1, 2), (2, 4), (3, 8), (4, 9)], "node_index long, out_degree long")
+    held = spark.createDataFrame(
+        [(0, 1), (1, 2), (2, 0), (3, 0), (4, 1)], "src_index long, dst_index long"
+    )
+    degrees = spark.createDataFrame(
+        [(0, 1), (1, 2), (2, 4), (3, 8), (4, 9)], "node_index long, out_degree long"
+    )
     expected = np.quantile([1, 2, 4, 8, 9], [1 / 3, 2 / 3])
     assert bucket_cutoffs(held, degrees) == pytest.approx(tuple(expected))
     assert F  # (imported for the fixtures' SQL)

@@ -226,6 +226,9 @@ REFRESH_STAGES = (
     "ingest",
     "graph",
     "samples",
+    "blade",
+    "recommendations",
+    "blade_eval",
     "examples",
     "flip_weights",
     "conversion",
@@ -239,6 +242,9 @@ PIPELINE_TABLES = (
     "events",
     "graph_edges",
     "graph_samples",
+    "embeddings",
+    "recommendations",
+    "eval_metrics",
     "examples",
     "training_weights",
     "conversion_metrics",
@@ -337,6 +343,8 @@ MUST_HAVE_ROWS = {
     "graph_stats",
     "graph_edges",
     "graph_samples",
+    "recommendations",
+    "eval_metrics",
 }
 
 
@@ -364,19 +372,24 @@ def _statement(arguments: list[str]) -> str:
 def test_readme_sql_examples_run_on_the_pipeline_tables(cluster_pipeline, spark):
     """The README's queries, by name, through the sql job's own code, on the tables the cluster
     pipeline wrote. Time travel to yesterday needs history across yesterday's midnight: the
-    decisions table's first commit is dated two days back, then the decisions stage runs again
-    today, as on a table refreshed nightly."""
+    decisions and recommendations tables' first commits are dated two days back, then their
+    stages run again today, as on tables refreshed nightly."""
     from conftest import make_test_config
 
+    from recbatch.blade.stage import recommendations_stage
     from recbatch.sql import run_sql
     from recbatch.thresholds.stage import decisions_stage
 
     assert cluster_pipeline.code == 0, cluster_pipeline.output[-3000:]
     cfg = make_test_config(cluster_pipeline.data_root, f"run_date={PIPELINE_DATE}")
-    first_commit = Path(cfg.table_path("decisions")) / "_delta_log" / f"{0:020d}.json"
     two_days_ago = time.time() - 2 * 86400
-    os.utime(first_commit, (two_days_ago, two_days_ago))
-    decisions_stage(spark, cfg)
+    for table, stage in (
+        ("decisions", decisions_stage),
+        ("recommendations", recommendations_stage),
+    ):
+        first_commit = Path(cfg.table_path(table)) / "_delta_log" / f"{0:020d}.json"
+        os.utime(first_commit, (two_days_ago, two_days_ago))
+        stage(spark, cfg)
 
     statements = readme_sql_statements()
     assert len(statements) >= 15, statements
