@@ -493,4 +493,29 @@ def test_bucket_cutoffs_match_the_referee_rule(spark: SparkSession) -> None:
     )
     expected = np.quantile([1, 2, 4, 8, 9], [1 / 3, 2 / 3])
     assert bucket_cutoffs(held, degrees) == pytest.approx(tuple(expected))
-    assert F  # (imported for the fixtures' SQL)
+
+
+
+def test_config_refuses_contradictory_blade_and_sampling_settings(data_root: Path) -> None:
+    from recbatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reverse_weight=0"):
+        make_test_config(data_root, "blade.embedding=single", "blade.reverse_weight=1.0")
+    with pytest.raises(ConfigError, match="constant_k"):
+        make_test_config(data_root, "sampling.constant_k=50", "sampling.k_max=20")
+    cfg = make_test_config(data_root, "blade.embedding=single", "blade.reverse_weight=0")
+    assert cfg.blade.embedding == "single"
+
+
+def test_fixed_fanout_variant_samples_a_constant_law_without_carry_over(data_root: Path) -> None:
+    from recbatch.blade.stage import variant_plan, variant_sampling
+
+    cfg = make_test_config(data_root, "sampling.constant_k=10")
+    fixed = variant_sampling(cfg, "fixed_fanout")
+    assert (fixed.law, fixed.fill_from_farther_hops, fixed.constant_k) == ("constant", False, 10)
+    assert variant_sampling(cfg, "blade") == cfg.sampling
+    plan = variant_plan(cfg, cfg.run_date, "single")
+    assert plan.job_settings.embedding == "single" and plan.job_settings.reverse_weight == 0
+    assert plan.samples.endswith("/power") and variant_plan(
+        cfg, cfg.run_date, "fixed_fanout"
+    ).samples.endswith("/constant")

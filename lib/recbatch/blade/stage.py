@@ -131,9 +131,9 @@ def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
 
 
 def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPlan:
-    overrides = TRAINED_VARIANTS[variant]
-    law = overrides.get("law", cfg.sampling.law)
-    settings = cfg.blade.model_copy(update={k: v for k, v in overrides.items() if k != "law"})
+    """Where a trained variant reads its samples and writes, and the settings it trains with."""
+    law = variant_sampling(cfg, variant).law
+    settings = cfg.blade.model_copy(update=TRAINED_VARIANTS[variant])
     checkpoints = _join(_join(cfg.path("checkpoints"), "blade"), run_date.isoformat())
     return VariantPlan(
         variant,
