@@ -17,7 +17,6 @@ import pytest
 import torch
 from conftest import PROJECT_ROOT, make_test_config
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from recbatch.blade.data import EDGE_COLUMNS, edge_batches, edge_dataset, load_graph_samples
 from recbatch.blade.evaluate import (
