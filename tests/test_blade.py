@@ -494,7 +494,6 @@ def test_bucket_cutoffs_match_the_referee_rule(spark: SparkSession) -> None:
     assert bucket_cutoffs(held, degrees) == pytest.approx(tuple(expected))
 
 
-
 def test_config_refuses_contradictory_blade_and_sampling_settings(data_root: Path) -> None:
     from recbatch.config import ConfigError
 
