@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -285,6 +285,10 @@ class RecbatchConfig(_Section):
     evaluation: EvaluationSettings = EvaluationSettings()
     runs: RunSettings = RunSettings()
     catalog: CatalogSettings = CatalogSettings()
+
+    def effective_run_date(self) -> date:
+        """``run_date``, or today (UTC) when it is not set."""
+        return self.run_date or datetime.now(UTC).date()
 
     def path(self, name: str) -> str:
         """Absolute location of a ``paths`` entry, resolved as documented on PathSettings."""

@@ -14,7 +14,7 @@ The protocol is the one of ``../shared/linkpred`` (the project's referee), compu
   (linear interpolation) over the distinct sources of held-out edges: low <= q1 < mid <= q2 < high.
 
 Every model is a pair of matrices (s, t) with score s_u . t_v (popularity too: s = 1,
-t = training in-degree), broadcast to the tasks that score a partition of held-out edges at once.
+t = training in-degree, from ``blade.stage``), broadcast to the tasks that score a partition of held-out edges at once.
 """
 
 from __future__ import annotations
@@ -59,14 +59,6 @@ def matrices_from_embeddings(name: str, embeddings: pd.DataFrame, num_nodes: int
     sources[index] = np.stack(embeddings["source"].to_numpy())
     targets[index] = np.stack(embeddings["target"].to_numpy())
     return ModelMatrices(name, sources, targets)
-
-
-def popularity_matrices(in_degree: np.ndarray) -> ModelMatrices:
-    """score(u, v) = v's training in-degree, as a dot product of one-dimensional embeddings."""
-    n = len(in_degree)
-    return ModelMatrices(
-        "popularity", np.ones((n, 1)), np.asarray(in_degree, dtype=np.float64).reshape(n, 1)
-    )
 
 
 def _harmonic(n: np.ndarray) -> np.ndarray:

@@ -19,17 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.blade.evaluate import (
     bucket_cutoffs,
     matrices_from_embeddings,
-    popularity_matrices,
     score_held_out_edges,
     summarise,
     with_buckets,
@@ -43,7 +41,7 @@ from recbatch.errors import RecbatchError
 from recbatch.graph.split import TRAIN
 from recbatch.graph.stage import samples_path, samples_stage
 from recbatch.graph.truth import planted_relations, truth_agreement
-from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate, run_date_rows
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
 from recbatch.train.distributed import run_distributed
@@ -84,24 +82,12 @@ class BladeInputError(RecbatchError):
     """What BLADE needs (graph tables, samples, embeddings) is missing; the message says which."""
 
 
-def _run_date(cfg: RecbatchConfig) -> date:
-    return cfg.run_date or datetime.now(UTC).date()
-
-
-def _date_predicate(run_date: date) -> str:
-    return f"run_date = '{run_date.isoformat()}'"
-
-
 def _table(
     spark: SparkSession, cfg: RecbatchConfig, name: str, run_date: date, hint: str
 ) -> DataFrame:
-    path = cfg.table_path(name)
-    if not is_delta_table(spark, path):
-        raise BladeInputError(f"no {name} table at {path}: {hint}")
-    rows = spark.read.format("delta").load(path).where(F.col("run_date") == F.lit(run_date))
-    if rows.isEmpty():
-        raise BladeInputError(f"{path} has no rows for run date {run_date.isoformat()}: {hint}")
-    return rows
+    return run_date_rows(
+        spark, cfg.table_path(name), run_date, name=name, hint=hint, error=BladeInputError
+    )
 
 
 def _graph(spark: SparkSession, cfg: RecbatchConfig, run_date: date) -> tuple[DataFrame, DataFrame]:
@@ -199,7 +185,7 @@ def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, va
 
 def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
     """Train one variant on the run date's graph; replace its rows of ``embeddings``."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
     plan = variant_plan(cfg, run_date, variant)
     _ensure_samples(spark, cfg, run_date, variant)
@@ -245,7 +231,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
             "target",
         )
     )
-    predicate = f"{_date_predicate(run_date)} AND variant = '{variant}'"
+    predicate = f"{run_date_predicate(run_date)} AND variant = '{variant}'"
     replace_where(spark, embeddings, cfg.table_path("embeddings"), predicate)
     export = export_path(cfg, run_date, variant)
     stored = _embeddings(spark, cfg, run_date, variant)
@@ -292,7 +278,7 @@ def blade_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
 
 def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     """Top-K related products of every product; replace the run date's ``recommendations``."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     settings = cfg.recommendations
     nodes, edges = _graph(spark, cfg, run_date)
     embeddings = _embeddings(spark, cfg, run_date, "blade")
@@ -326,7 +312,7 @@ def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str,
                 F.lit(version).alias("model_version"),
             )
         )
-        replace_where(spark, rows, cfg.table_path("recommendations"), _date_predicate(run_date))
+        replace_where(spark, rows, cfg.table_path("recommendations"), run_date_predicate(run_date))
     written = (
         spark.read.format("delta")
         .load(cfg.table_path("recommendations"))
@@ -351,7 +337,7 @@ def _graph_name(cfg: RecbatchConfig) -> str:
 def evaluation_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     """Score the held-out edges for every variant in ``evaluation.variants``; replace their
     rows of ``eval_metrics``. Trained variants missing for the date are trained first."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     settings = cfg.evaluation
     nodes, edges = _graph(spark, cfg, run_date)
     num_nodes = nodes.count()
@@ -373,7 +359,7 @@ def evaluation_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]
         [{**r, "run_date": run_date, "graph": _graph_name(cfg)} for r in rows], EVAL_SCHEMA
     )
     variants = ", ".join(f"'{v}'" for v in settings.variants)
-    predicate = f"{_date_predicate(run_date)} AND variant IN ({variants})"
+    predicate = f"{run_date_predicate(run_date)} AND variant IN ({variants})"
     replace_where(spark, frame, cfg.table_path("eval_metrics"), predicate)
     overall = [r for r in rows if r["bucket"] == "all" and r["split"] == settings.split]
     return {"rows": len(rows), "metrics": overall}
@@ -384,7 +370,7 @@ def _variant_embeddings(
 ) -> tuple[DataFrame, str]:
     """(``node_index``, ``source``, ``target``) of a variant and its model version; popularity
     is s = [1], t = [training in-degree]."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     if variant == "popularity":
         rows = nodes.select(
             "node_index",
@@ -468,19 +454,14 @@ def evaluate_variants(
     degrees = nodes.select("node_index", "out_degree")
     cutoffs = bucket_cutoffs(held, degrees)
     bucketed = with_buckets(held, degrees, cutoffs).localCheckpoint()
+    size = bucketed.agg(F.count(F.lit(1)), F.min(F.size("negatives"))).head()
+    held_edges, negatives = int(size[0]), size[1]
     rows: list[dict[str, Any]] = []
     for variant in variants:
         embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
-        if variant == "popularity":
-            in_degree = nodes.select("node_index", "in_degree").toPandas()
-            degree = np.zeros(num_nodes)
-            degree[in_degree["node_index"].to_numpy()] = in_degree["in_degree"].to_numpy()
-            matrices = popularity_matrices(degree)
-        else:
-            matrices = matrices_from_embeddings(variant, embeddings.toPandas(), num_nodes)
-        with timed(log, f"evaluating {variant} on {bucketed.count()} held-out edges"):
+        matrices = matrices_from_embeddings(variant, embeddings.toPandas(), num_nodes)
+        with timed(log, f"evaluating {variant} on {held_edges} held-out edges"):
             metrics = summarise(score_held_out_edges(spark, bucketed, matrices))
-        negatives = bucketed.agg(F.min(F.size("negatives"))).head()[0]
         for row in metrics:
             rows.append(
                 {

@@ -13,7 +13,7 @@ is kept beside the degree-aware sample).
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -28,7 +28,7 @@ from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods
 from recbatch.graph.split import TRAIN, split_edges
 from recbatch.graph.stats import PowerLawFit
 from recbatch.graph.truth import planted_relations, truth_agreement
-from recbatch.io.delta import is_delta_table, replace_where
+from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate, run_date_rows
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
 
@@ -41,14 +41,6 @@ STATS_SCHEMA = (
     "test_edges long, quarantined long, truth_relations long, edges_in_truth long, "
     "edges_reversed_in_truth long"
 )
-
-
-def _run_date(cfg: RecbatchConfig) -> date:
-    return cfg.run_date or datetime.now(UTC).date()
-
-
-def _date_predicate(run_date: date) -> str:
-    return f"run_date = '{run_date.isoformat()}'"
 
 
 def read_graph_input(spark: SparkSession, cfg: RecbatchConfig) -> build.EdgeInput:
@@ -66,7 +58,7 @@ def read_graph_input(spark: SparkSession, cfg: RecbatchConfig) -> build.EdgeInpu
 
 def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     """Build, split and describe the directed graph of the run date; write the graph tables."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     edge_input = read_graph_input(spark, cfg)
     quarantined = _write_quarantine(spark, cfg, edge_input.quarantine, run_date)
     hint = (
@@ -116,7 +108,7 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         "last_ts",
         "split",
     )
-    predicate = _date_predicate(run_date)
+    predicate = run_date_predicate(run_date)
     replace_where(spark, node_rows, cfg.table_path("graph_nodes"), predicate)
     replace_where(spark, edge_rows, cfg.table_path("graph_edges"), predicate)
     split_counts = {r["split"]: int(r["count"]) for r in split.groupBy("split").count().collect()}
@@ -162,7 +154,7 @@ def _write_quarantine(
     rows = quarantine.select(
         F.lit(run_date).alias("run_date"), *build.QUARANTINE_COLUMNS
     ).localCheckpoint()
-    replace_where(spark, rows, cfg.table_path("graph_quarantine"), _date_predicate(run_date))
+    replace_where(spark, rows, cfg.table_path("graph_quarantine"), run_date_predicate(run_date))
     return rows.count()
 
 
@@ -170,14 +162,14 @@ def _write_quarantine(
 
 
 def _graph_table(spark: SparkSession, cfg: RecbatchConfig, name: str, run_date: date) -> DataFrame:
-    path = cfg.table_path(name)
-    hint = "run the graph stage (or the pipeline) for this run date first"
-    if not is_delta_table(spark, path):
-        raise GraphInputError(f"no {name} table at {path}: {hint}")
-    rows = spark.read.format("delta").load(path).where(F.col("run_date") == F.lit(run_date))
-    if rows.isEmpty():
-        raise GraphInputError(f"{path} has no rows for run date {run_date.isoformat()}: {hint}")
-    return rows
+    return run_date_rows(
+        spark,
+        cfg.table_path(name),
+        run_date,
+        name=name,
+        hint="run the graph stage (or the pipeline) for this run date first",
+        error=GraphInputError,
+    )
 
 
 def _fits(stats_row: dict[str, Any]) -> dict[str, PowerLawFit | None]:
@@ -198,7 +190,7 @@ def samples_path(cfg: RecbatchConfig, run_date: date, law: str | None = None) ->
 
 def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     """Sample both roles of every node on the training graph; publish Parquet and Delta rows."""
-    run_date = _run_date(cfg)
+    run_date = cfg.effective_run_date()
     settings = cfg.sampling
     nodes = _graph_table(spark, cfg, "graph_nodes", run_date)
     edges = _graph_table(spark, cfg, "graph_edges", run_date).where(F.col("split") == TRAIN)
@@ -229,7 +221,7 @@ def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     delta_rows = rows.select(
         F.lit(run_date).alias("run_date"), F.lit(settings.law).alias("law"), *SAMPLE_COLUMNS
     )
-    predicate = f"{_date_predicate(run_date)} AND law = '{settings.law}'"
+    predicate = f"{run_date_predicate(run_date)} AND law = '{settings.law}'"
     replace_where(spark, delta_rows, cfg.table_path("graph_samples"), predicate)
     summary = _sample_summary(rows)
     summary["parquet"] = target

@@ -8,13 +8,39 @@ Both are single Delta commits, so a failed run leaves the previous version reada
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 
 def is_delta_table(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
+
+
+def run_date_predicate(run_date: date) -> str:
+    """The ``replaceWhere`` predicate of one run date's slice."""
+    return f"run_date = '{run_date.isoformat()}'"
+
+
+def run_date_rows(
+    spark: SparkSession,
+    path: str,
+    run_date: date,
+    *,
+    name: str,
+    hint: str,
+    error: type[Exception],
+) -> DataFrame:
+    """The run date's rows of the Delta table at ``path``; ``error`` naming the table and the
+    ``hint`` when the table is missing or has no rows for that date (an earlier stage not run)."""
+    if not is_delta_table(spark, path):
+        raise error(f"no {name} table at {path}: {hint}")
+    rows = spark.read.format("delta").load(path).where(F.col("run_date") == F.lit(run_date))
+    if rows.isEmpty():
+        raise error(f"{path} has no rows for run date {run_date.isoformat()}: {hint}")
+    return rows
 
 
 def table_version(spark: SparkSession, path: str) -> int:
