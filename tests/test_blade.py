@@ -18,6 +18,13 @@ import torch
 from conftest import PROJECT_ROOT, make_test_config
 from pyspark.sql import SparkSession
 
+from recbatch.blade.compose import (
+    channel_changes,
+    channel_moments,
+    compose_vectors,
+    degree_potential,
+    moments_of,
+)
 from recbatch.blade.data import EDGE_COLUMNS, edge_batches, edge_dataset, load_graph_samples
 from recbatch.blade.evaluate import (
     KS,
@@ -99,6 +106,7 @@ def _one_way_graph(tmp_path: Path, pairs: int = 12) -> tuple[TrainJob, list[tupl
     settings = BladeSettings(
         dim=16, epochs=60, batch_size=8, negatives=4, learning_rate=0.02, num_processes=1
     )
+    settings = settings.model_copy(update=channel_changes(settings)["direction"])
     job = TrainJob(
         samples_path=_write_samples(tmp_path / "samples", out, into, n, width=3),
         edges_path=_write_edges(tmp_path / "edges", edges),
@@ -120,24 +128,96 @@ def _embeddings(job: TrainJob) -> tuple[np.ndarray, np.ndarray]:
 # --- model, loss, data ----------------------------------------------------------------------------
 
 
-def test_trained_model_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
-    job, edges = _one_way_graph(tmp_path)
-    train_blade(job)
-    sources, targets = _embeddings(job)
+def _ranks_of_one_way_edges(
+    sources: np.ndarray, targets: np.ndarray, edges: list[tuple[int, int]]
+) -> tuple[list[int], list[int], np.ndarray]:
     scores = sources @ targets.T
     np.fill_diagonal(scores, -np.inf)
 
     def rank(query: int, target: int) -> int:
         return int((scores[query] > scores[query, target]).sum()) + 1
 
-    forward = [rank(u, v) for u, v in edges]
-    backward = [rank(v, u) for u, v in edges]
+    return [rank(u, v) for u, v in edges], [rank(v, u) for u, v in edges], scores
+
+
+def test_trained_model_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
+    job, edges = _one_way_graph(tmp_path)
+    train_blade(job)
+    forward, backward, scores = _ranks_of_one_way_edges(*_embeddings(job), edges)
     for (u, v), ahead, behind in zip(edges, forward, backward, strict=True):
         assert scores[u, v] > scores[v, u] + 1.0, (u, v)
         assert ahead < behind, (u, v, ahead, behind)
     n = 2 * len(edges)
     assert np.median(forward) <= 3, forward  # v near the top of u's list
     assert np.median(backward) >= n / 4, backward  # u far down v's
+
+
+def test_composite_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
+    """BLADE as the pipeline trains it: both channels on the one-way graph, then composed."""
+    job, edges = _one_way_graph(tmp_path)
+    channels = {}
+    for name, changes in channel_changes(job.settings).items():
+        channel_job = replace(
+            job,
+            settings=job.settings.model_copy(update=changes),
+            checkpoint_dir=str(tmp_path / name / "checkpoints"),
+            embeddings_path=str(tmp_path / name / "embeddings"),
+        )
+        train_blade(channel_job)
+        channels[name] = _embeddings(channel_job)
+    (a, b), (p, q) = channels["existence"], channels["direction"]
+    n = len(a)
+    out_degree = np.bincount([u for u, _ in edges], minlength=n)
+    in_degree = np.bincount([v for _, v in edges], minlength=n)
+    sources, targets = compose_vectors(
+        a,
+        b,
+        p,
+        q,
+        degree_potential(in_degree, out_degree),
+        moments_of(b, p, q),
+        direction_weight=0.5,
+        potential_weight=1.0,
+    )
+    forward, backward, scores = _ranks_of_one_way_edges(sources, targets, edges)
+    assert all(scores[u, v] > scores[v, u] for u, v in edges)
+    assert np.median(forward) <= 3, forward  # v near the top of u's list
+    # u, v's only related node, still falls behind unrelated ones in v's list: the direction
+    # channel outweighs the existence channel's pull (how far: blade.direction_weight)
+    assert np.median(backward) >= n / 4, backward
+
+
+def test_composite_is_the_documented_score_as_one_dot_product(spark: SparkSession) -> None:
+    rng = np.random.default_rng(5)
+    n, de, dd = 40, 6, 4
+    a, b = rng.normal(size=(n, de)), rng.normal(size=(n, de))
+    p, q = rng.normal(size=(n, dd)), rng.normal(size=(n, dd))
+    phi = degree_potential(rng.integers(0, 9, n), rng.integers(0, 9, n))
+    moments = moments_of(b, p, q)
+    lam, c = 0.7, 1.3
+    sources, targets = compose_vectors(
+        a, b, p, q, phi, moments, direction_weight=lam, potential_weight=c
+    )
+    raw = a @ b.T
+    z = (raw - raw.mean(1, keepdims=True)) / raw.std(1, keepdims=True)
+    pq_all = p @ q.T
+    d = (pq_all - pq_all.T) / pq_all.std()
+    expected = z + lam * (d + c * (phi[None, :] - phi[:, None]))
+    np.testing.assert_allclose(sources @ targets.T, expected, rtol=1e-9, atol=1e-9)
+    # lambda = 0: exactly the existence channel's ranking of every source's targets
+    alone, targets0 = compose_vectors(
+        a, b, p, q, phi, moments, direction_weight=0, potential_weight=c
+    )
+    np.testing.assert_array_equal(np.argsort(alone @ targets0.T, 1), np.argsort(raw, 1))
+
+    # the moments summed per Spark partition equal the in-memory ones
+    frame = spark.createDataFrame(
+        pd.DataFrame({"b": list(b), "p": list(p), "q": list(q)})
+    ).repartition(3)
+    summed = channel_moments(frame)
+    for name in ("b_mean", "b_cov", "p_mean", "q_mean", "p_second", "q_second"):
+        np.testing.assert_allclose(getattr(summed, name), getattr(moments, name), atol=1e-12)
+    assert summed.direction_sd == pytest.approx(pq_all.std(), rel=1e-9)
 
 
 def test_source_embedding_reads_out_neighbours_and_target_embedding_in_neighbours() -> None:
@@ -362,7 +442,8 @@ def test_stages_write_well_formed_embeddings_recommendations_and_metrics(
     embeddings = _delta(spark, cfg, "embeddings")
     blade = embeddings[embeddings.variant == "blade"]
     assert len(blade) == len(nodes) and blade["product"].is_unique
-    assert {len(v) for v in blade["source"]} == {16} and {len(v) for v in blade["target"]} == {16}
+    width = 3 * 16 + 2  # composite: existence (16), direction source and target (16 each), 2
+    assert {len(v) for v in blade["source"]} == {width} == {len(v) for v in blade["target"]}
     assert blade["model_version"].nunique() == 1 and trained["epochs"] == 2
     assert set(embeddings["variant"]) == {"blade", "single"}  # single trained on demand
 
@@ -479,6 +560,23 @@ def test_evaluation_equals_the_referee_on_a_split(
         assert ours[bucket]["mrr"] == pytest.approx(theirs["mrr"], abs=5e-4), bucket
         assert ours[bucket]["direction_auc"] == pytest.approx(theirs["dir_auc"], abs=5e-4), bucket
         assert ours[bucket]["direction_pairs"] == theirs["n_dir"]
+
+    # val edges ranked as test edges are: 1000 drawn targets, none an edge of any split
+    drawn = held_out_from_linkpred(spark, str(split), "val", negatives=1000, seed=3).toPandas()
+    every = set()
+    for name in ("train", "val", "test"):
+        frame = pd.read_csv(split / f"{name}.tsv", sep="\t")
+        every |= set(zip(frame["src"], frame["dst"], strict=True))
+    assert len(drawn) == meta["n_val"] and drawn["edge_id"].is_unique
+    assert all(len(set(w)) == len(w) == 1000 for w in drawn["negatives"])
+    assert not any(
+        (u, w) in every or w == u
+        for u, ws in zip(drawn["src_index"], drawn["negatives"], strict=True)
+        for w in ws
+    )
+    assert drawn["one_way"].tolist() == [
+        (v, u) not in every for u, v in zip(drawn["src_index"], drawn["dst_index"], strict=True)
+    ]
 
 
 def test_bucket_cutoffs_match_the_referee_rule(spark: SparkSession) -> None:

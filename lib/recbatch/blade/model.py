@@ -12,9 +12,10 @@ DiGAE orientation, consistent with the score). Each role's representation is bui
 input embedding and one masked mean per hop (hop-aware: hops are never pooled together), combined
 by ``RoleEncoder`` (an average and a linear map, or a ``layers``-deep MLP).
 
-Embedding variants, from the same code (``BladeSettings.embedding``):
+Embedding variants, from the same code (``BladeSettings.embedding``; BLADE's default,
+``composite``, is two of these models added in one dot product: ``recbatch.blade.compose``):
 
-* ``dual`` (BLADE): s_u = [z_u ; p_u] and t_v = [z_v ; q_v]. The *shared* part z is encoded from
+* ``dual``: s_u = [z_u ; p_u] and t_v = [z_v ; q_v]. The *shared* part z is encoded from
   both neighbourhoods of a node with one input table, so z_u . z_v is symmetric: it says whether u
   and v are related at all. The *directional* parts p (source role) and q (target role) say which
   way. Why both: the reference table shows that one unconstrained dot product trades existence for

@@ -15,10 +15,31 @@ Variant = Literal["blade", "fixed_fanout", "single", "popularity"]
 class BladeSettings(_Section):
     """The dual-embedding GNN and how the torch workers train it."""
 
-    embedding: Literal["dual", "directional", "single"] = Field(
-        "dual",
-        description="dual: shared symmetric part + directional source/target parts (BLADE); "
-        "directional: source/target parts only; single: one embedding, s = t",
+    embedding: Literal["composite", "dual", "directional", "single"] = Field(
+        "composite",
+        description="composite (BLADE): an existence channel (single) plus a direction channel "
+        "(directional, asymmetric loss) and the degree potential, one dot product "
+        "(recbatch.blade.compose); dual: one model with a shared symmetric part and directional "
+        "parts; directional: source/target parts only; single: one embedding, s = t",
+    )
+    existence_embedding: Literal["single", "dual", "directional"] = Field(
+        "single",
+        description="composite: the existence channel's embedding, trained with random negatives "
+        "only. single (symmetric, GAE-like) where related means related both ways (citations, "
+        "co-purchase); dual or directional where existence itself is one-way (votes: many "
+        "sources, few targets). Chosen on val edges (bench/blade_eval.py --tune)",
+    )
+    direction_weight: float = Field(
+        0.5,
+        ge=0,
+        description="composite: lambda, the weight of the direction channel against the "
+        "per-source standardised existence score (tuned on cora_ml val edges)",
+    )
+    potential_weight: float = Field(
+        1.0,
+        ge=0,
+        description="composite: c, the weight of the degree potential log((in+1)/(out+1)) "
+        "inside the direction channel",
     )
     dim: int = Field(64, ge=2, description="width of the source and of the target embedding")
     shared_fraction: float = Field(

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recbatch.blade.compose import channel_changes, compose_embeddings
 from recbatch.blade.evaluate import (
     bucket_cutoffs,
     matrices_from_embeddings,
@@ -71,6 +73,12 @@ TRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     "single": {"embedding": "single", "reverse_weight": 0.0},
 }
 """Each trained variant's changes to the ``blade`` settings."""
+COMPOSE_DEFAULTS = {
+    "direction_weight": 0.0,
+    "potential_weight": 0.0,
+    "existence_embedding": "single",
+}
+"""The composite's weights as a GNN fingerprint sees them: always the same."""
 SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
     # GraphSAGE-style: sampling.constant_k neighbours per hop for every node, nothing carried.
     "fixed_fanout": {"law": "constant", "fill_from_farther_hops": False},
@@ -99,14 +107,22 @@ def _graph(spark: SparkSession, cfg: RecbatchConfig, run_date: date) -> tuple[Da
 
 @dataclass(frozen=True)
 class VariantPlan:
-    """Where one trained variant reads and writes, and the settings it trains with."""
+    """What one trained variant trains on and with which settings."""
 
     variant: str
     law: str
     samples: str
-    checkpoint_dir: str
-    embeddings_out: str
     job_settings: Any
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """The GNNs the variant trains, by name: the two channels of a composite, else one."""
+        if self.job_settings.embedding == "composite":
+            return {
+                name: self.job_settings.model_copy(update=changes)
+                for name, changes in channel_changes(self.job_settings).items()
+            }
+        return {"model": self.job_settings}
 
 
 def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
@@ -117,18 +133,10 @@ def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
 
 
 def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPlan:
-    """Where a trained variant reads its samples and writes, and the settings it trains with."""
+    """Where a trained variant reads its samples, and the settings it trains with."""
     law = variant_sampling(cfg, variant).law
     settings = cfg.blade.model_copy(update=TRAINED_VARIANTS[variant])
-    checkpoints = _join(_join(cfg.path("checkpoints"), "blade"), run_date.isoformat())
-    return VariantPlan(
-        variant,
-        law,
-        samples_path(cfg, run_date, law),
-        _join(checkpoints, variant),
-        _work(cfg, run_date, variant, "embeddings"),
-        settings,
-    )
+    return VariantPlan(variant, law, samples_path(cfg, run_date, law), settings)
 
 
 def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
@@ -136,12 +144,12 @@ def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
     return cfg.sampling.model_copy(update=SAMPLING_VARIANTS.get(variant, {}))
 
 
-def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges: int) -> str:
-    """``<variant>-<run date>-<hash>``: the hash covers what decides the weights (model and
-    sampling settings, the law, the graph's size), so a changed input never reuses a version."""
+def _digest(cfg: RecbatchConfig, plan: VariantPlan, settings: Any, edges: int) -> str:
+    """A hash of what decides a model's weights: its settings, the sampling settings and law,
+    the graph settings and size (so a changed input never reuses weights)."""
     payload = json.dumps(
         {
-            "blade": plan.job_settings.model_dump(mode="json"),
+            "blade": settings.model_dump(mode="json"),
             "sampling": variant_sampling(cfg, plan.variant).model_dump(mode="json"),
             "law": plan.law,
             "graph": cfg.graph.model_dump(mode="json"),
@@ -149,8 +157,22 @@ def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges:
         },
         sort_keys=True,
     )
-    digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
-    return f"{plan.variant}-{run_date.isoformat()}-{digest}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges: int) -> str:
+    """``<variant>-<run date>-<hash>`` of everything that decides the variant's vectors."""
+    return f"{plan.variant}-{run_date.isoformat()}-{_digest(cfg, plan, plan.job_settings, edges)}"
+
+
+def gnn_fingerprint(
+    cfg: RecbatchConfig, run_date: date, plan: VariantPlan, name: str, edges: int
+) -> str:
+    """``<law>-<run date>-<hash>`` of one GNN, without the composite's weights (they only mix
+    trained channels). Variants whose GNNs train alike share them: ``single`` is BLADE's
+    existence channel, and re-weighting a composite retrains nothing."""
+    settings = plan.models[name].model_copy(update=COMPOSE_DEFAULTS)
+    return f"{plan.law}-{run_date.isoformat()}-{_digest(cfg, plan, settings, edges)}"
 
 
 def training_edges(edges: DataFrame) -> DataFrame:
@@ -191,45 +213,46 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     _ensure_samples(spark, cfg, run_date, variant)
     edges_path = _work(cfg, run_date, "edges")
     train = training_edges(edges)
-    world = cfg.blade.num_processes
-    files = max(cfg.blade.edge_files, world)
+    files = max(cfg.blade.edge_files, cfg.blade.num_processes)
     with timed(log, f"writing training edges to {edges_path}"):
         write_atomically(spark, train.repartition(files).write, edges_path)
     num_nodes = nodes.count()
     edge_count = spark.read.parquet(edges_path).count()
     version = model_version(cfg, run_date, plan, edge_count)
-    job = TrainJob(
-        samples_path=plan.samples,
-        edges_path=edges_path,
-        checkpoint_dir=_local_dir(plan.checkpoint_dir, "paths.checkpoints"),
-        embeddings_path=_local_dir(plan.embeddings_out, "paths.work"),
-        num_nodes=num_nodes,
-        hops=cfg.sampling.hops,
-        settings=plan.job_settings,
-        fingerprint=version,
-    )
     log.info(
-        "training %s (%s) on %d nodes, %d training edges, %s samples",
+        "training %s (%s) on %d nodes, %d training edges, %s samples: %s",
         variant,
         version,
         num_nodes,
         edge_count,
         plan.law,
+        ", ".join(plan.models),
     )
-    with timed(log, f"BLADE training ({variant})"):
-        result = run_distributed(train_blade, job, num_processes=world, spark=spark)
-    embeddings = (
-        spark.read.parquet(job.embeddings_path)
-        .join(nodes.select("node_index", F.col("node_id").alias("product")), "node_index")
-        .select(
-            F.lit(run_date).alias("run_date"),
-            F.lit(variant).alias("variant"),
-            F.lit(version).alias("model_version"),
-            "node_index",
-            "product",
-            "source",
-            "target",
+    trained = {
+        name: _train_gnn(spark, cfg, run_date, plan, name, edges_path, num_nodes, edge_count)
+        for name in plan.models
+    }
+    if plan.job_settings.embedding == "composite":
+        vectors = compose_embeddings(
+            spark,
+            spark.read.parquet(trained["existence"]["embeddings"]),
+            spark.read.parquet(trained["direction"]["embeddings"]),
+            nodes,
+            direction_weight=plan.job_settings.direction_weight,
+            potential_weight=plan.job_settings.potential_weight,
         )
+    else:
+        vectors = spark.read.parquet(trained["model"]["embeddings"])
+    embeddings = vectors.join(
+        nodes.select("node_index", F.col("node_id").alias("product")), "node_index"
+    ).select(
+        F.lit(run_date).alias("run_date"),
+        F.lit(variant).alias("variant"),
+        F.lit(version).alias("model_version"),
+        "node_index",
+        "product",
+        "source",
+        "target",
     )
     predicate = f"{run_date_predicate(run_date)} AND variant = '{variant}'"
     replace_where(spark, embeddings, cfg.table_path("embeddings"), predicate)
@@ -240,20 +263,67 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
         stored.select(F.col("product").alias("node"), "source", "target").coalesce(1).write,
         export,
     )
-    last = result["epochs"][-1]
     summary = {
         "variant": variant,
         "model_version": version,
         "nodes": num_nodes,
         "edges": edge_count,
-        "epochs": len(result["epochs"]),
-        "resumed_from_epoch": result["resumed_from_epoch"],
-        "final_loss": round(last["loss"], 5),
-        "edges_per_s": round(last["rows_per_s"], 1),
+        "epochs": max(t["epochs"] for t in trained.values()),
+        "resumed_from_epoch": min(t["resumed_from_epoch"] for t in trained.values()),
+        "final_loss": {name: t["final_loss"] for name, t in trained.items()},
+        "edges_per_s": round(float(np.mean([t["edges_per_s"] for t in trained.values()])), 1),
         "export": export,
     }
     log.info("BLADE %s: %s", variant, summary)
     return summary
+
+
+def gnn_paths(cfg: RecbatchConfig, run_date: date, fingerprint: str) -> tuple[str, str]:
+    """(checkpoint folder, embeddings folder) of one GNN, by its fingerprint."""
+    checkpoints = _join(
+        _join(_join(cfg.path("checkpoints"), "blade"), run_date.isoformat()), fingerprint
+    )
+    return checkpoints, _work(cfg, run_date, "models", fingerprint)
+
+
+def _train_gnn(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    run_date: date,
+    plan: VariantPlan,
+    name: str,
+    edges_path: str,
+    num_nodes: int,
+    edge_count: int,
+) -> dict[str, Any]:
+    """Train (or resume, or reuse when complete) one GNN of a variant in torch DDP processes."""
+    settings = plan.models[name]
+    fingerprint = gnn_fingerprint(cfg, run_date, plan, name, edge_count)
+    checkpoint_dir, embeddings_dir = gnn_paths(cfg, run_date, fingerprint)
+    job = TrainJob(
+        samples_path=plan.samples,
+        edges_path=edges_path,
+        checkpoint_dir=_local_dir(checkpoint_dir, "paths.checkpoints"),
+        embeddings_path=_local_dir(embeddings_dir, "paths.work"),
+        num_nodes=num_nodes,
+        hops=cfg.sampling.hops,
+        settings=settings,
+        fingerprint=fingerprint,
+    )
+    with timed(
+        log, f"BLADE training ({plan.variant}: {name}, {settings.embedding}, {fingerprint})"
+    ):
+        result = run_distributed(
+            train_blade, job, num_processes=settings.num_processes, spark=spark
+        )
+    last = result["epochs"][-1]
+    return {
+        "embeddings": job.embeddings_path,
+        "epochs": len(result["epochs"]),
+        "resumed_from_epoch": result["resumed_from_epoch"],
+        "final_loss": round(last["loss"], 5),
+        "edges_per_s": last["rows_per_s"],
+    }
 
 
 def export_path(cfg: RecbatchConfig, run_date: date, variant: str) -> str:

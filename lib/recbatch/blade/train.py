@@ -62,6 +62,11 @@ class TrainJob:
 
 def build_model(job: TrainJob) -> BladeModel:
     s = job.settings
+    if s.embedding == "composite":
+        raise ValueError(
+            "embedding=composite is two GNNs (recbatch.blade.compose.CHANNELS): train each "
+            "channel with its own settings, then compose them"
+        )
     return BladeModel(
         job.num_nodes,
         dim=s.dim,
