@@ -46,6 +46,7 @@ from recbatch.blade.stage import (
 )
 from recbatch.blade.train import TrainJob, train_blade
 from recbatch.graph.stage import graph_stage, samples_stage
+from recbatch.links.stage import link_decisions_stage, link_scores_stage, link_thresholds_stage
 
 REFEREE = PROJECT_ROOT.parent / "shared" / "linkpred"
 
@@ -420,13 +421,23 @@ def blade_run(spark: SparkSession, data_root: Path):
         "recommendations.partitions=2",
         "evaluation.negatives=50",
         "evaluation.variants=[blade,single,popularity]",
+        "link_uncertainty.members=4",
+        "link_uncertainty.negatives_per_edge=5",
+        "link_thresholds.min_bucket_support=40",
+        "link_thresholds.score_bins=20",
+        "link_thresholds.target_precision=0.3",
     )
     graph_stage(spark, cfg)
     samples_stage(spark, cfg)
     trained = blade_stage(spark, cfg)
     recommended = recommendations_stage(spark, cfg)
+    links = {
+        "scores": link_scores_stage(spark, cfg),
+        "thresholds": link_thresholds_stage(spark, cfg),
+        "decisions": link_decisions_stage(spark, cfg),
+    }
     evaluated = evaluation_stage(spark, cfg)
-    return cfg, sorted(edges), trained, recommended, evaluated
+    return cfg, sorted(edges), trained, recommended, evaluated, links
 
 
 def _delta(spark: SparkSession, cfg, name: str) -> pd.DataFrame:
@@ -437,7 +448,7 @@ def _delta(spark: SparkSession, cfg, name: str) -> pd.DataFrame:
 def test_stages_write_well_formed_embeddings_recommendations_and_metrics(
     spark: SparkSession, blade_run
 ) -> None:
-    cfg, edges, trained, recommended, evaluated = blade_run
+    cfg, edges, trained, recommended, evaluated, _ = blade_run
     nodes = _delta(spark, cfg, "graph_nodes")
     embeddings = _delta(spark, cfg, "embeddings")
     blade = embeddings[embeddings.variant == "blade"]
@@ -478,12 +489,59 @@ def test_rerun_replaces_the_run_dates_rows(spark: SparkSession, blade_run) -> No
     cfg, *_ = blade_run
     before = _delta(spark, cfg, "recommendations")
     recommendations_stage(spark, cfg)
+    link_decisions_stage(spark, cfg)
     after = _delta(spark, cfg, "recommendations")
     assert len(after) == len(before)
     pd.testing.assert_frame_equal(
         before.sort_values(["product", "rank"]).reset_index(drop=True),
         after.sort_values(["product", "rank"]).reset_index(drop=True),
     )
+
+
+@pytest.mark.slow
+def test_link_scores_are_labelled_held_out_pairs_with_an_uncertainty(
+    spark: SparkSession, blade_run
+) -> None:
+    cfg, edges, *_, links = blade_run
+    scores = _delta(spark, cfg, "scores").query("model == 'link'")
+    graph = _delta(spark, cfg, "graph_edges")
+    held = graph[graph.split.isin(["val", "test"])]
+    assert links["scores"]["rows"] == len(scores) and scores["example_id"].is_unique
+    assert scores["label"].sum() == len(held)  # every held-out edge once, as a positive
+    assert len(scores) == len(held) * (1 + 5)  # and its 5 sampled non-edges
+    assert scores["score"].between(0, 1).all() and (scores["uncertainty"] > 0).all()
+    assert set(scores["uncertainty_method"]) == {"mc_dropout"}
+    # (how well it ranks is bench/link_thresholds.py's: this graph is random, 2 epochs)
+    # deterministic under its seeds: a re-run writes the same scores
+    link_scores_stage(spark, cfg)
+    again = _delta(spark, cfg, "scores").query("model == 'link'")
+    pd.testing.assert_frame_equal(
+        scores.sort_values("example_id").reset_index(drop=True),
+        again.sort_values("example_id").reset_index(drop=True),
+    )
+
+
+@pytest.mark.slow
+def test_recommendation_decisions_equal_a_range_join_against_thresholds(
+    spark: SparkSession, blade_run
+) -> None:
+    cfg, *_, links = blade_run
+    recs = _delta(spark, cfg, "recommendations")
+    stored = _delta(spark, cfg, "thresholds").query(
+        "model == 'link' and method == 'per_bucket' and model_version == "
+        f"'{links['decisions']['model_version']}'"
+    )
+    assert len(stored) >= 1 and links["thresholds"]["model"] == "link"
+    assert links["decisions"]["rows"] == len(recs)
+    for row in recs.itertuples():
+        match = stored[
+            (stored.uncertainty_lo <= row.uncertainty) & (row.uncertainty < stored.uncertainty_hi)
+        ]
+        assert len(match) == 1, row
+        assert row.bucket == int(match["bucket"].iloc[0])
+        assert row.threshold == match["score_threshold"].iloc[0]
+        assert row.accepted == (row.probability >= row.threshold)
+    assert recs["probability"].between(0, 1).all()
 
 
 # --- the project's evaluation against the referee -------------------------------------------------

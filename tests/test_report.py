@@ -258,7 +258,7 @@ def threshold_rows(version: str, per_bucket: list[tuple], single: tuple) -> list
             rows.append(
                 (version, RUN_DATE, method, bucket, float(lo), float(hi), threshold, 0.8, 0.8, 0.1, 0.81,
                  precision, precision - 0.05, min(1.0, precision + 0.05), tp / positives, tp / positives - 0.1,
-                 tp / positives + 0.1, 0.95, 1000, 500, positives, accepted, tp)
+                 tp / positives + 0.1, 0.95, 1000, 500, positives, accepted, tp, "conversion")
             )  # fmt: skip
     return rows
 

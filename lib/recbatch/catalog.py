@@ -39,15 +39,18 @@ OUTPUT_TABLES: dict[str, str] = {
     "graph_quarantine": "edge rows set aside with their reason, per run",
     "graph_samples": "degree-aware neighbourhood samples per node and role, per run",
     "embeddings": "BLADE source and target vector of every product, per variant and run",
-    "recommendations": "top-K related products of every product with their score, per run",
+    "recommendations": "top-K related products of every product with score, probability, "
+    "uncertainty and the link thresholds' decision, per run",
     "eval_metrics": "held-out Hits@K, MRR and direction AUC by degree bucket, per variant and run",
     "examples": "views with as-of features and their observed/matured labels",
     "flip_model": "label-flip hazard per signal state and elapsed bucket, per run",
     "flip_calibration": "held-out calibration of the flip model, per run",
     "training_weights": "importance weights of the training examples, per run",
     "conversion_metrics": "conversion model quality per weighting method, per run",
-    "scores": "scores with uncertainty of the test examples, per run",
-    "thresholds": "score threshold per uncertainty bucket, per model version and run",
+    "scores": "scores with uncertainty of the test examples (model conversion) and of held-out "
+    "pairs (model link), per run",
+    "thresholds": "score threshold per uncertainty bucket, per model (conversion, link), model "
+    "version and run",
     "decisions": "accept/reject of each score under the stored thresholds, per run",
     "runs": "one row per stage execution",
 }

@@ -45,6 +45,7 @@ from recbatch.blade.settings import (  # noqa: E402
     RecommendationSettings,
 )
 from recbatch.graph.settings import GraphSettings, SamplingSettings  # noqa: E402
+from recbatch.links.settings import LinkUncertaintySettings  # noqa: E402
 from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
 
 
@@ -283,8 +284,23 @@ class RecbatchConfig(_Section):
     blade: BladeSettings = BladeSettings()
     recommendations: RecommendationSettings = RecommendationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    link_uncertainty: LinkUncertaintySettings = LinkUncertaintySettings()
+    link_thresholds: ThresholdSettings = Field(
+        ThresholdSettings(target_precision=0.8),
+        description="thresholds of the link scores (recbatch.links); precision at "
+        "link_uncertainty.negatives_per_edge sampled non-edges per held-out edge",
+    )
     runs: RunSettings = RunSettings()
     catalog: CatalogSettings = CatalogSettings()
+
+    @model_validator(mode="after")
+    def _link_dropout_has_dropout(self) -> RecbatchConfig:
+        if self.link_uncertainty.method == "mc_dropout" and self.blade.dropout == 0:
+            raise ValueError(
+                "link_uncertainty.method=mc_dropout draws dropout masks of BLADE's GNNs: set "
+                "blade.dropout > 0, or link_uncertainty.method=heads"
+            )
+        return self
 
     def effective_run_date(self) -> date:
         """``run_date``, or today (UTC) when it is not set."""

@@ -2,7 +2,8 @@
 
 Stages so far: generate (embedded default only) -> ingest -> the directed product graph (graph) ->
 degree-aware neighbourhood samples (samples) -> BLADE dual embeddings (blade) -> top-K related
-products (recommendations) -> held-out evaluation (blade_eval) -> examples -> flip model and training weights ->
+products (recommendations) -> link scores with uncertainty (link_scores) -> link thresholds ->
+decisions on the recommendations (link_decisions) -> held-out evaluation (blade_eval) -> examples -> flip model and training weights ->
 conversion model (trained and evaluated per weighting method) -> scores with uncertainty ->
 thresholds per uncertainty bucket -> decisions -> table names in the catalog (register) -> report.
 
@@ -27,6 +28,7 @@ from recbatch.feedback.conversion import conversion_stage
 from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import flip_weights_stage
 from recbatch.graph.stage import graph_stage, samples_stage
+from recbatch.links.stage import link_decisions_stage, link_scores_stage, link_thresholds_stage
 from recbatch.log import get_logger
 from recbatch.report.stage import report_dir, report_stage
 from recbatch.runs import Counts, RunLock, RunResult, Stage, StageSelection, run_stages
@@ -61,6 +63,9 @@ PIPELINE_STAGES: tuple[Stage, ...] = (
     Stage("samples", samples_stage, "neighbourhood samples", _out("rows")),
     Stage("blade", blade_stage, "BLADE dual embeddings", _out("nodes")),
     Stage("recommendations", recommendations_stage, "top-K recommendations", _out("rows")),
+    Stage("link_scores", link_scores_stage, "link scores with uncertainty", _out("rows")),
+    Stage("link_thresholds", link_thresholds_stage, "link thresholds", lambda _: (None, None)),
+    Stage("link_decisions", link_decisions_stage, "decisions on recommendations", _out("rows")),
     Stage("blade_eval", evaluation_stage, "BLADE evaluation", _out("rows")),
     Stage("examples", examples_stage, "examples", _out("examples")),
     Stage("flip_weights", flip_weights_stage, "flip model and training weights", _out("examples")),

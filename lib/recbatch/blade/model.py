@@ -188,16 +188,26 @@ class BladeModel(nn.Module):
         return self.encode_sources(samples, nodes), self.encode_targets(samples, nodes)
 
     @torch.no_grad()
-    def embed_all(self, samples: GraphSamples, chunk: int = 65536) -> tuple[Tensor, Tensor]:
-        """(s, t) of every node, in chunks (for export and top-K)."""
+    def embed_all(
+        self, samples: GraphSamples, chunk: int = 65536, dropout_seed: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(s, t) of every node, in chunks (for export and top-K).
+
+        ``dropout_seed`` given: one Monte-Carlo dropout draw (dropout on, masks from that seed),
+        the members of ``recbatch.links``' MC-dropout uncertainty; else the deterministic
+        eval-mode vectors."""
         was_training = self.training
-        self.eval()
+        self.train(dropout_seed is not None)
+        if dropout_seed is not None:
+            torch.manual_seed(dropout_seed)
         device = samples.out.index.device
         sources, targets = [], []
-        for start in range(0, self.num_nodes, chunk):
-            nodes = torch.arange(start, min(start + chunk, self.num_nodes), device=device)
-            s, t = self(samples, nodes)
-            sources.append(s)
-            targets.append(t)
-        self.train(was_training)
+        try:
+            for start in range(0, self.num_nodes, chunk):
+                nodes = torch.arange(start, min(start + chunk, self.num_nodes), device=device)
+                s, t = self(samples, nodes)
+                sources.append(s)
+                targets.append(t)
+        finally:
+            self.train(was_training)
         return torch.cat(sources), torch.cat(targets)

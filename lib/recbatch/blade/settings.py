@@ -51,7 +51,9 @@ class BladeSettings(_Section):
         "mlp: an MLP of `layers` over them concatenated",
     )
     layers: int = Field(2, ge=2, le=6, description="depth of each role's MLP (combine: mlp)")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(
+        0.3, ge=0, lt=1, description="dropout in the encoders (also what MC-dropout draws mask)"
+    )
     negatives: int = Field(5, ge=1, description="random targets per positive edge")
     reverse_weight: float = Field(
         1.0, ge=0, description="weight of the reversed one-way edges as negatives (0: off)"

@@ -286,6 +286,37 @@ def gnn_paths(cfg: RecbatchConfig, run_date: date, fingerprint: str) -> tuple[st
     return checkpoints, _work(cfg, run_date, "models", fingerprint)
 
 
+def members_path(cfg: RecbatchConfig, run_date: date, fingerprint: str) -> str:
+    """The MC-dropout draws of one GNN (``member=<k>`` folders), by its fingerprint."""
+    return _work(cfg, run_date, "members", fingerprint)
+
+
+def _writes_members(cfg: RecbatchConfig, variant: str) -> bool:
+    """The served model's GNNs write MC-dropout draws when the link uncertainty uses them."""
+    return variant == "blade" and cfg.link_uncertainty.method == "mc_dropout"
+
+
+def gnn_outputs(
+    spark: SparkSession, cfg: RecbatchConfig, variant: str
+) -> dict[str, dict[str, str]]:
+    """Per GNN of a trained variant: its ``embeddings`` and ``members`` folders for the run date
+    (the fingerprints the blade stage trained them under)."""
+    run_date = cfg.effective_run_date()
+    plan = variant_plan(cfg, run_date, variant)
+    edges_path = _work(cfg, run_date, "edges")
+    if not is_delta_table(spark, cfg.table_path("embeddings")) or local_path(edges_path) is None:
+        raise BladeInputError("no trained BLADE for this run date: run the blade stage first")
+    edge_count = spark.read.parquet(edges_path).count()
+    out = {}
+    for name in plan.models:
+        fingerprint = gnn_fingerprint(cfg, run_date, plan, name, edge_count)
+        out[name] = {
+            "embeddings": gnn_paths(cfg, run_date, fingerprint)[1],
+            "members": members_path(cfg, run_date, fingerprint),
+        }
+    return out
+
+
 def _train_gnn(
     spark: SparkSession,
     cfg: RecbatchConfig,
@@ -309,6 +340,9 @@ def _train_gnn(
         hops=cfg.sampling.hops,
         settings=settings,
         fingerprint=fingerprint,
+        members=cfg.link_uncertainty.members if _writes_members(cfg, plan.variant) else 0,
+        members_path=_local_dir(members_path(cfg, run_date, fingerprint), "paths.work"),
+        members_seed=cfg.link_uncertainty.seed,
     )
     with timed(
         log, f"BLADE training ({plan.variant}: {name}, {settings.embedding}, {fingerprint})"

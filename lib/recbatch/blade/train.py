@@ -56,6 +56,10 @@ class TrainJob:
     hops: int
     settings: BladeSettings
     fingerprint: str
+    members: int = 0
+    """Monte-Carlo dropout draws of every node's (s, t) to write after training (0: none)."""
+    members_path: str | None = None
+    members_seed: int = 0
     stop_after_epochs: int | None = field(default=None, compare=False)
     """Tests: stop (as if killed) after this many epochs of this run, checkpoint written."""
 
@@ -190,6 +194,8 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     finished = len(history) >= s.epochs
     if rank == 0 and finished:
         write_embeddings(unwrap(model), samples, job.embeddings_path)
+        if job.members:
+            write_members(unwrap(model), samples, job)
     rows_per_rank = gather_objects(history[-1]["own_rows"] if history else 0)
     return {
         "epochs": history,
@@ -288,3 +294,22 @@ def write_embeddings(model: BladeModel, samples: GraphSamples, path: str) -> Non
     partial = folder / "_embeddings.parquet.partial"
     pq.write_table(embedding_table(sources.cpu().numpy(), targets.cpu().numpy()), partial)
     os.replace(partial, folder / "embeddings.parquet")
+
+
+def write_members(model: BladeModel, samples: GraphSamples, job: TrainJob) -> None:
+    """``job.members`` MC-dropout draws of every node's (s, t): one Parquet file per draw under
+    ``members_path`` (``member=<k>`` folders), each written then renamed, draw k seeded by
+    ``members_seed + k`` so a re-run writes the same draws."""
+    if job.members_path is None:
+        raise ValueError("members requested without a members_path")
+    if not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        raise ValueError("MC-dropout members need a model with dropout > 0 (set blade.dropout)")
+    root = Path(job.members_path)
+    for k in range(job.members):
+        sources, targets = model.embed_all(samples, dropout_seed=job.members_seed + k)
+        folder = root / f"member={k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / "_member.parquet.partial"
+        pq.write_table(embedding_table(sources.cpu().numpy(), targets.cpu().numpy()), partial)
+        os.replace(partial, folder / "member.parquet")
+    log.info("wrote %d MC-dropout draws of the embeddings to %s", job.members, root)

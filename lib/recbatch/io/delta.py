@@ -91,14 +91,18 @@ def replace_where(
     *,
     partition_columns: Sequence[str] = (),
     user_metadata: str | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Atomically replace the rows matching ``predicate`` with ``rows`` (create the table if new).
 
     Every row written must satisfy the predicate; Delta checks it and fails the commit otherwise.
     ``partition_columns`` apply when the table is created; ``user_metadata`` is stored with the
-    commit (``DESCRIBE HISTORY`` shows it).
+    commit (``DESCRIBE HISTORY`` shows it); ``merge_schema`` lets the write add columns (a
+    table that gained columns in a release), never change a column's type.
     """
     writer = rows.write.format("delta")
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
     if user_metadata is not None:

@@ -23,6 +23,7 @@ from recbatch.log import get_logger
 from recbatch.thresholds.apply import apply_thresholds
 from recbatch.thresholds.errors import ThresholdInputError
 from recbatch.thresholds.fit import METHODS, fit_thresholds
+from recbatch.thresholds.settings import ThresholdSettings
 from recbatch.thresholds.table import read_thresholds, thresholds_table, write_thresholds
 
 log = get_logger(__name__)
@@ -46,41 +47,52 @@ def _run_date(cfg: RecbatchConfig) -> date:
     return cfg.run_date or datetime.now(UTC).date()
 
 
-def run_scores(spark: SparkSession, cfg: RecbatchConfig) -> tuple[DataFrame, str]:
-    """The run date's conversion scores and their model version; a clear error without them."""
+def run_scores(
+    spark: SparkSession, cfg: RecbatchConfig, model: str = MODEL
+) -> tuple[DataFrame, str]:
+    """The run date's scores of ``model`` and their model version; a clear error without them."""
     path = cfg.table_path("scores")
     run_date = _run_date(cfg)
-    hint = "run score_uncertainty (or the pipeline) for this run date first"
+    stage = "score_uncertainty" if model == MODEL else "link_scores"
+    hint = f"run {stage} (or the pipeline) for this run date first"
     if not is_delta_table(spark, path):
         raise ThresholdInputError(f"no scores table at {path}: {hint}")
     scores = (
         spark.read.format("delta")
         .load(path)
-        .where((F.col("run_date") == F.lit(run_date)) & (F.col("model") == MODEL))
+        .where((F.col("run_date") == F.lit(run_date)) & (F.col("model") == model))
     )
     versions = [r[0] for r in scores.select("model_version").distinct().limit(2).collect()]
     if len(versions) != 1:
         found = "none" if not versions else "several model versions"
         raise ThresholdInputError(
-            f"{path} has {found} for run date {run_date.isoformat()} and model {MODEL}: {hint}"
+            f"{path} has {found} for run date {run_date.isoformat()} and model {model}: {hint}"
         )
     return scores, versions[0]
 
 
 def thresholds_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
-    """Fit both methods on the run's scores, write ``thresholds``; return the overall figures."""
+    """Fit both methods on the run's conversion scores, write ``thresholds``."""
+    return fit_and_store(spark, cfg, MODEL, cfg.thresholds)
+
+
+def fit_and_store(
+    spark: SparkSession, cfg: RecbatchConfig, model: str, settings: ThresholdSettings
+) -> dict[str, Any]:
+    """Fit both methods on the run's scores of ``model`` (``conversion`` or ``link``), replace
+    the run's rows of ``thresholds``; return the overall figures."""
     run_date = _run_date(cfg)
-    scores, version = run_scores(spark, cfg)
+    scores, version = run_scores(spark, cfg, model)
     scores = scores.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        fit = fit_thresholds(scores, cfg.thresholds, key_cols=["example_id"])
+        fit = fit_thresholds(scores, settings, key_cols=["example_id"])
     finally:
         scores.unpersist()
-    rows = thresholds_table(spark, fit, model_version=version, run_date=run_date)
+    rows = thresholds_table(spark, fit, model_version=version, run_date=run_date, model=model)
     write_thresholds(
         spark, rows, cfg.table_path("thresholds"), model_version=version, run_date=run_date
     )
-    summary: dict[str, Any] = {"model_version": version}
+    summary: dict[str, Any] = {"model": model, "model_version": version}
     for method in METHODS:
         rule = fit.rule(method)
         summary[method] = {
@@ -90,10 +102,11 @@ def thresholds_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]
             **rule.overall,
         }
     log.info(
-        "thresholds at precision >= %.3f (delta %.3f): per-bucket recall %s vs single %s on the "
-        "evaluation split",
-        cfg.thresholds.target_precision,
-        cfg.thresholds.delta,
+        "%s thresholds at precision >= %.3f (delta %.3f): per-bucket recall %s vs single %s on "
+        "the evaluation split",
+        model,
+        settings.target_precision,
+        settings.delta,
         summary["per_bucket"]["recall"],
         summary["single"]["recall"],
     )

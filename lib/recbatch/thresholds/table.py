@@ -55,6 +55,7 @@ THRESHOLDS_SCHEMA = StructType(
         StructField("eval_positives", LongType(), False),
         StructField("eval_accepted", LongType(), False),
         StructField("eval_true_positives", LongType(), False),
+        StructField("model", StringType(), True),
     ]
 )
 """Bucket ``b`` covers uncertainty in ``[uncertainty_lo, uncertainty_hi)`` (the first from -inf, the
@@ -62,7 +63,8 @@ last to +inf, so every finite uncertainty has a bucket); a score is accepted whe
 ``score >= score_threshold`` (+inf: the bucket accepts nothing). ``certified_precision_lb`` is the
 whole rule's selection-split bound (same on every row of a method); ``expected_*`` are the bucket's
 evaluation-split precision and recall with ``interval_level`` Clopper-Pearson intervals;
-``support`` is the bucket's calibration rows."""
+``support`` is the bucket's calibration rows; ``model`` tells the conversion model's thresholds
+(``conversion``) from the link scores' (``link``)."""
 
 
 def _optional(value: object) -> float | None:
@@ -72,7 +74,9 @@ def _optional(value: object) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _rule_rows(rule: RuleFit, fit: ThresholdFit, model_version: str, run_date: date) -> list[tuple]:
+def _rule_rows(
+    rule: RuleFit, fit: ThresholdFit, model_version: str, run_date: date, model: str
+) -> list[tuple]:
     settings = fit.settings
     bounds = [-math.inf, *map(float, rule.uncertainty_edges), math.inf]
     rows = []
@@ -102,18 +106,26 @@ def _rule_rows(rule: RuleFit, fit: ThresholdFit, model_version: str, run_date: d
                 int(ev.eval_positives),
                 int(ev.eval_accepted),
                 int(ev.eval_true_positives),
+                model,
             )
         )
     return rows
 
 
 def thresholds_table(
-    spark: SparkSession, fit: ThresholdFit, *, model_version: str, run_date: date
+    spark: SparkSession,
+    fit: ThresholdFit,
+    *,
+    model_version: str,
+    run_date: date,
+    model: str = "conversion",
 ) -> DataFrame:
     """The table rows of one run (both methods) as a small DataFrame of ``THRESHOLDS_SCHEMA``."""
     if not model_version:
         raise ThresholdTableError("model_version must be a non-empty string")
-    rows = [r for m in METHODS for r in _rule_rows(fit.rule(m), fit, model_version, run_date)]
+    rows = [
+        r for m in METHODS for r in _rule_rows(fit.rule(m), fit, model_version, run_date, model)
+    ]
     return spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
 
 
@@ -134,7 +146,8 @@ def write_thresholds(
             "thresholds rows do not have THRESHOLDS_SCHEMA; build them with thresholds_table"
         )
     predicate = run_predicate(model_version, run_date)
-    replace_where(spark, rows, path, predicate)
+    # merge_schema: a table written before ``model`` existed gains the column (older rows: null)
+    replace_where(spark, rows, path, predicate, merge_schema=True)
     log.info("wrote thresholds of %s to %s", predicate, path)
 
 
