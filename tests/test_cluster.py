@@ -228,6 +228,9 @@ REFRESH_STAGES = (
     "samples",
     "blade",
     "recommendations",
+    "link_scores",
+    "link_thresholds",
+    "link_decisions",
     "blade_eval",
     "examples",
     "flip_weights",
@@ -377,6 +380,7 @@ def test_readme_sql_examples_run_on_the_pipeline_tables(cluster_pipeline, spark)
     from conftest import make_test_config
 
     from recbatch.blade.stage import recommendations_stage
+    from recbatch.links.stage import link_decisions_stage
     from recbatch.sql import run_sql
     from recbatch.thresholds.stage import decisions_stage
 
@@ -385,7 +389,13 @@ def test_readme_sql_examples_run_on_the_pipeline_tables(cluster_pipeline, spark)
     two_days_ago = time.time() - 2 * 86400
     for table, stage in (
         ("decisions", decisions_stage),
-        ("recommendations", recommendations_stage),
+        (
+            "recommendations",
+            lambda spark, cfg: (
+                recommendations_stage(spark, cfg),
+                link_decisions_stage(spark, cfg),
+            ),
+        ),
     ):
         first_commit = Path(cfg.table_path(table)) / "_delta_log" / f"{0:020d}.json"
         os.utime(first_commit, (two_days_ago, two_days_ago))

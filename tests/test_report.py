@@ -59,7 +59,7 @@ TITLES = (
     "4. Reliability per uncertainty bucket",
     "5. Precision-recall: one threshold vs per-bucket thresholds",
     "6. Product graph and neighbourhood samples",
-    "7. BLADE: degree-bucket quality vs fixed fan-out",
+    "7. BLADE: degree-bucket quality, link thresholds and decisions",
 )
 
 # The schemas of conversion.METRICS_SCHEMA and uncertainty.scores.SCORES_COLUMNS, written out:
@@ -291,6 +291,45 @@ def write_decisions(spark: SparkSession, cfg: RecbatchConfig) -> None:
     decided.write.format("delta").save(_path(cfg, "decisions"))
 
 
+LINK_VERSION = "link-mc_dropout-blade-2026-02-01-test"
+
+
+def write_blade_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
+    """eval_metrics by variant and bucket, the link scores and thresholds (appended beside the
+    conversion model's), and decided recommendations: what the BLADE and link stages write."""
+    metrics = [
+        (RUN_DATE, variant, "test", bucket, 100, hits, 0.3, auc)
+        for variant, hits, auc in (("blade", 0.8, 0.9), ("popularity", 0.5, 0.7))
+        for bucket in ("all", "low", "mid", "high")
+    ]
+    spark.createDataFrame(
+        metrics,
+        "run_date date, variant string, split string, bucket string, edges long, "
+        "hits_100 double, mrr double, direction_auc double",
+    ).write.format("delta").save(_path(cfg, "eval_metrics"))
+    score, uncertainty, label = score_arrays(seed=3)
+    rows = [
+        (RUN_DATE, "link", LINK_VERSION, "mc_dropout", i, None, float(s), float(u), int(y))
+        for i, (s, u, y) in enumerate(zip(score, uncertainty, label, strict=True))
+    ]
+    link = spark.createDataFrame(rows, SCORES_DDL)
+    link.write.format("delta").mode("append").save(_path(cfg, "scores"))
+    thresholds = [(*r[:-1], "link") for r in threshold_rows(LINK_VERSION, PER_BUCKET, SINGLE)]
+    spark.createDataFrame(thresholds, THRESHOLDS_SCHEMA).write.format("delta").mode("append").save(
+        _path(cfg, "thresholds")
+    )
+    recs = [
+        (RUN_DATE, product, rank, 100 + rank, 1.0 / rank, 0.9 / rank, 0.1, rank % 2 == 1)
+        for product in range(5)
+        for rank in range(1, 7)
+    ]
+    spark.createDataFrame(
+        recs,
+        "run_date date, product long, rank int, recommended_product long, score double, "
+        "probability double, uncertainty double, accepted boolean",
+    ).write.format("delta").save(_path(cfg, "recommendations"))
+
+
 def write_runs(spark: SparkSession, cfg: RecbatchConfig) -> None:
     t0 = datetime(2026, 2, 1, 2, 0, tzinfo=UTC)
 
@@ -421,6 +460,7 @@ def full_cfg(spark, tmp_path_factory: pytest.TempPathFactory) -> RecbatchConfig:
     write_decisions(spark, cfg)
     write_runs(spark, cfg)
     write_graph_tables(spark, cfg)
+    write_blade_tables(spark, cfg)
     return cfg
 
 
@@ -458,13 +498,17 @@ def test_full_report_has_every_section_and_valid_pngs(full_cfg, full_report: Pat
     for title in TITLES:
         assert f"<h2>{title}</h2>" in page
     assert page.count("Skipped:") == 0, re.findall(r'<p class="note">[^<]*', page)
-    assert "comes with the BLADE training stage" in page and "<script" not in page
+    assert "<script" not in page
+    assert "A sample of recommendations" in page and page.count("<td>yes</td>") >= 3
     assert page.index(f"<h2>{TITLES[5]}</h2>") < page.index(f"<h2>{TITLES[6]}</h2>")
     srcs = images(full_report)
     assert sorted(srcs) == [
+        "blade_buckets.png",
         "degree_distribution.png",
         "flip_calibration.png",
         "flip_model.png",
+        "link_pr_curve.png",
+        "link_reliability.png",
         "pr_curve.png",
         "reliability.png",
         "sample_budgets.png",
@@ -483,7 +527,8 @@ def test_counts_quarantine_and_latest_run(full_report: Path) -> None:
     num = '<td class="num">{}</td>'
     assert "<td>events</td>" + num.format("—") + num.format(7) in page
     assert "<td>training_weights</td>" + num.format(6) + num.format(10) in page
-    assert "<td>scores</td>" + num.format("3,000") + num.format("3,005") in page
+    # conversion and link scores of the run date (3,000 each), and 5 of an earlier date
+    assert "<td>scores</td>" + num.format("6,000") + num.format("6,005") in page
     assert "<td>decisions</td>" + num.format("3,000") + num.format("3,000") in page
     assert "<td>bad_event_ts</td>" + num.format(3) + num.format(3) in page
     assert "<td>duplicate</td>" + num.format(1) + num.format(0) in page

@@ -121,11 +121,11 @@ def small_table(
 # --- scores and thresholds ----------------------------------------------------------------------
 
 
-def run_scores(scores: DataFrame, run_date: date) -> DataFrame:
-    """The run date's conversion scores (lazy)."""
+def run_scores(scores: DataFrame, run_date: date, model: str = SCORED_MODEL) -> DataFrame:
+    """The run date's scores of ``model`` (conversion, or link; lazy)."""
     mine = for_run_date(scores, run_date)
     if "model" in scores.columns:
-        mine = mine.where(F.col("model") == SCORED_MODEL)
+        mine = mine.where(F.col("model") == model)
     return mine
 
 

@@ -340,3 +340,25 @@ def plot_sample_budgets(per_degree: pd.DataFrame, roles: Sequence[str], path: Pa
             axes.set_title(f"{role} role")
             axes.legend(loc="upper right")
         panels[0].set_ylabel("neighbour slots per node")
+
+
+def plot_bucket_bars(metrics: pd.DataFrame, path: Path) -> None:
+    """Hits@100 by degree bucket of the query node, one bar per variant."""
+    buckets = ["low", "mid", "high", "all"]
+    variants = list(dict.fromkeys(metrics["variant"]))
+    width = 0.8 / max(len(variants), 1)
+    with _figure(path, 7.5, 4.5) as fig:
+        axes = fig.subplots()
+        colours = matplotlib.colormaps["tab10"](np.arange(len(variants)))
+        for i, (variant, colour) in enumerate(zip(variants, colours, strict=True)):
+            rows = metrics[metrics["variant"] == variant].set_index("bucket")
+            heights = [float(rows["hits_100"].get(b, np.nan)) for b in buckets]
+            axes.bar(
+                np.arange(len(buckets)) + i * width, heights, width, color=colour, label=variant
+            )
+        axes.set_xticks(np.arange(len(buckets)) + width * (len(variants) - 1) / 2, buckets)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("degree bucket of the query product (training out-degree)")
+        axes.set_ylabel("Hits@100 among sampled targets")
+        axes.set_title("Held-out edges: quality by degree bucket")
+        axes.legend(loc="upper left")

@@ -27,7 +27,7 @@ TITLES = {
     "reliability": "4. Reliability per uncertainty bucket",
     "pr": "5. Precision-recall: one threshold vs per-bucket thresholds",
     "graph": "6. Product graph and neighbourhood samples",
-    "blade": "7. BLADE: degree-bucket quality vs fixed fan-out",
+    "blade": "7. BLADE: degree-bucket quality, link thresholds and decisions",
 }
 
 STAGE_TABLES = (
@@ -389,16 +389,17 @@ class ScoredRun:
     model_version: str | None = None
 
 
-def scored_run(ctx: ReportContext) -> ScoredRun:
+def scored_run(ctx: ReportContext, model: str = agg.SCORED_MODEL) -> ScoredRun:
     """Match thresholds to scores by model version, as ``decisions`` does: a re-run with another
-    config keeps the old version's thresholds in the table, and those must not be mixed in."""
+    config keeps the old version's thresholds in the table, and those must not be mixed in.
+    ``model``: the conversion model's scores, or the link scores'."""
     scores_all = ctx.table("scores", SCORE_COLUMNS)
     thresholds_all = ctx.table("thresholds", THRESHOLD_COLUMNS)
     scores, version, scores_note = None, None, ""
     if scores_all is None:
         scores_note = missing_note(ctx, "scores")
     else:
-        scores = agg.run_scores(scores_all, ctx.run_date)
+        scores = agg.run_scores(scores_all, ctx.run_date, model)
         versions = agg.model_versions(scores)
         if len(versions) == 1:
             version = versions[0]
@@ -485,14 +486,18 @@ def pr_section(ctx: ReportContext, run: ScoredRun) -> Section:
 
 
 def _pr_figure(
-    ctx: ReportContext, scores: DataFrame, points: list[agg.OperatingPoint], target: float | None
+    ctx: ReportContext,
+    scores: DataFrame,
+    points: list[agg.OperatingPoint],
+    target: float | None,
+    name: str = "pr_curve.png",
 ) -> str:
     histogram, excluded = agg.score_histogram(scores)
     curve = agg.pr_curve(histogram)
     if curve.empty:
         return html.note("Skipped the PR curve: the run date's scores have no positive label.")
     prevalence = float(curve["precision"].iloc[-1])
-    plots.plot_pr(curve, points, target, prevalence, ctx.png("pr_curve.png"))
+    plots.plot_pr(curve, points, target, prevalence, ctx.png(name))
     ap = agg.average_precision(curve)
     left_out = f" {excluded:,} invalid rows left out." if excluded else ""
     return html.paragraph(
@@ -500,7 +505,7 @@ def _pr_figure(
         f"{int(histogram['positives'].sum()):,} positive; average precision of the raw score "
         f"{ap:.4f}.{left_out}"
     ) + html.figure(
-        "pr_curve.png",
+        name,
         "precision-recall curve with the stored rules' operating points",
         "The line is every threshold on the raw score over all of the run date's scores; the "
         "markers are the stored rules measured on their evaluation split: a marker further right "
@@ -747,15 +752,108 @@ def _bucket_table(role: str, buckets: pd.DataFrame, hops: int) -> str:
 # --- 7. BLADE placeholder -------------------------------------------------------------------------
 
 
+EVAL_COLUMNS = (
+    "run_date",
+    "variant",
+    "split",
+    "bucket",
+    "edges",
+    "hits_100",
+    "mrr",
+    "direction_auc",
+)
+RECOMMENDATION_COLUMNS = (
+    "run_date",
+    "product",
+    "rank",
+    "recommended_product",
+    "score",
+    "probability",
+    "uncertainty",
+    "accepted",
+)
+
+
 def blade_section(ctx: ReportContext) -> Section:
-    """A placeholder until the BLADE stage runs: the graph and its samples (section 6) exist,
-    the model trained on them does not yet."""
-    return html.Section(
-        "blade",
-        TITLES["blade"],
-        html.note(
-            "Not available yet: the graph and sample stages now run (section 6 shows what they "
-            "wrote). The comparison of BLADE's degree-aware neighbourhoods with a fixed fan-out, "
-            "quality per degree bucket, comes with the BLADE training stage."
-        ),
+    """BLADE against its baselines by degree bucket, the link thresholds (reliability per
+    uncertainty bucket, one vs per-bucket thresholds) and a sample of decided recommendations."""
+    parts = ["<h3>Held-out edges by degree bucket</h3>", _blade_buckets(ctx)]
+    link = scored_run(ctx, "link")
+    parts.append("<h3>Link scores: reliability per uncertainty bucket</h3>")
+    if link.scores is None or link.stored is None:
+        parts.append(link.scores_note if link.scores is None else link.thresholds_note)
+    else:
+        buckets = agg.bucket_ranges(link.stored, "per_bucket")
+        bins, _ = agg.reliability_bins(link.scores, buckets)
+        plots.plot_reliability(bins, buckets, ctx.png("link_reliability.png"))
+        parts.append(
+            html.figure(
+                "link_reliability.png",
+                "link scores: observed edge rate vs mean score per uncertainty bucket",
+                "Held-out edges against sampled non-edges of the same source (link_uncertainty."
+                "negatives_per_edge per edge): a bucket whose line lies lower at the same score "
+                "holds fewer real edges there and gets a stricter threshold.",
+            )
+        )
+        points = agg.operating_points(link.thresholds)
+        target = next((p.target_precision for p in points if p.target_precision is not None), None)
+        parts += [
+            "<h3>Link scores: one threshold vs per-bucket thresholds</h3>",
+            _pr_figure(ctx, link.scores, points, target, "link_pr_curve.png"),
+            _points_table(points),
+        ]
+    parts += ["<h3>A sample of recommendations and their decisions</h3>", _sample(ctx)]
+    return html.Section("blade", TITLES["blade"], "\n".join(parts))
+
+
+def _blade_buckets(ctx: ReportContext) -> str:
+    frame = ctx.table("eval_metrics", EVAL_COLUMNS)
+    if frame is None:
+        return missing_note(ctx, "eval_metrics")
+    mine = for_run_date(frame, ctx.run_date).where(F.col("split").isin("test", "val"))
+    metrics = agg.small_table(mine, list(EVAL_COLUMNS[1:]), ["variant", "bucket"])
+    if metrics.empty:
+        return no_rows_note(ctx, "eval_metrics", frame)
+    plots.plot_bucket_bars(metrics, ctx.png("blade_buckets.png"))
+    rows = [
+        [html.text(r.variant), html.text(r.bucket), html.number(r.edges), html.number(r.hits_100, 3),
+         html.number(r.mrr, 3), html.number(r.direction_auc, 3)]
+        for r in metrics.itertuples()
+    ]  # fmt: skip
+    columns = ["variant", "bucket", "held-out edges", "Hits@100", "MRR", "direction AUC"]
+    return html.figure(
+        "blade_buckets.png",
+        "Hits@100 by degree bucket per variant",
+        "Each held-out edge ranked among sampled targets of its source; buckets by the source's "
+        "training out-degree (low / mid / high thirds).",
+    ) + html.table(columns, rows, numeric=columns[2:])
+
+
+def _sample(ctx: ReportContext, products: int = 3, top: int = 5) -> str:
+    frame = ctx.table("recommendations", RECOMMENDATION_COLUMNS)
+    if frame is None:
+        return missing_note(ctx, "recommendations")
+    mine = for_run_date(frame, ctx.run_date)
+    chosen = (
+        mine.groupBy("product")
+        .agg(F.sum(F.col("accepted").cast("int")).alias("accepted"))
+        .orderBy(F.desc("accepted"), "product")
+        .limit(products)
     )
+    sample = agg.small_table(
+        mine.join(chosen.select("product"), "product").where(F.col("rank") <= top),
+        list(RECOMMENDATION_COLUMNS[1:]),
+        ["product", "rank"],
+    )
+    if sample.empty:
+        return no_rows_note(ctx, "recommendations", frame)
+    rows = [
+        [html.text(r.product), html.number(r.rank), html.text(r.recommended_product),
+         html.number(r.score, 3), html.number(r.probability, 3), html.number(r.uncertainty, 4),
+         html.text("yes" if r.accepted else "no")]
+        for r in sample.itertuples()
+    ]  # fmt: skip
+    columns = ["product", "rank", "recommended", "score", "probability", "uncertainty", "accepted"]
+    return html.paragraph(
+        f"The top {top} of the {products} products with the most accepted recommendations."
+    ) + html.table(columns, rows, numeric=columns[1:6])

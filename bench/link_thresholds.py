@@ -1,0 +1,266 @@
+"""Per-uncertainty-bucket thresholds against one threshold, on BLADE's link scores.
+
+    .venv/bin/python bench/link_thresholds.py [--datasets cora_ml,wiki_vote] [--seeds 0,1]
+        [--methods mc_dropout,heads] [--targets 0.7,0.8,0.9] [--resamples 20]
+        [--work-dir var/bench/blade] [--set key=value ...]
+    .venv/bin/python bench/link_thresholds.py --embedded [--config conf/local.yaml]
+
+For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLADE trained on its
+``train.tsv``, reusing that script's work dir and checkpoints) and each estimator
+(``link_uncertainty.method``):
+
+1. the labelled pairs are the split's test edges against the first ``negatives_per_edge`` of the
+   referee's own sampled targets of the same source (base rate 1 / (1 + r): precision is "share
+   of accepted pairs that are real edges at r sampled non-edges per real edge");
+2. the scorer's heads are fitted on training pairs (``recbatch.links``), the pairs scored with
+   their uncertainty in Spark; the scoring cost is printed per 1M pairs (timed alone on cached
+   pairs, ``local[2]``);
+3. one histogram pass, then both rules at every target precision, over ``--resamples`` reseeded
+   three-way splits (calibration / selection / evaluation): mean evaluation recall of the
+   per-bucket rule and of the single threshold, their ratio, and how often the certified rule
+   misses the target on the evaluation split (goal: at most ``delta`` of the resamples);
+4. reliability: per uncertainty quintile, the mean score and the positive rate of the pairs, and
+   the positive rate at equal score (pairs scoring in the top score quintile), which must fall
+   with uncertainty for per-bucket thresholds to win.
+
+``--embedded`` does steps 3-4 on the ``scores`` (``model = 'link'``) of a pipeline run of the
+config (the embedded default: run ``./spark-submit.sh pipeline`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from blade_eval import RUN_DATE, config_for, referee_split, to_graph_indices  # noqa: E402
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+from pyspark.storagelevel import StorageLevel  # noqa: E402
+
+from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
+from recbatch.blade.stage import train_variant  # noqa: E402
+from recbatch.config import RecbatchConfig, load_config  # noqa: E402
+from recbatch.graph.stage import graph_stage, samples_stage  # noqa: E402
+from recbatch.links.pairs import fit_pairs  # noqa: E402
+from recbatch.links.scorer import fit_heads, score_pairs  # noqa: E402
+from recbatch.links.stage import link_members  # noqa: E402
+from recbatch.log import configure_logging  # noqa: E402
+from recbatch.session import build_session  # noqa: E402
+from recbatch.thresholds import build_histograms, fit_from_histograms  # noqa: E402
+from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
+
+BENCH_THRESHOLDS = (
+    "link_thresholds.n_buckets=5",
+    "link_thresholds.min_bucket_support=1000",
+    "link_thresholds.score_bins=200",
+)
+
+
+def test_pairs(held: DataFrame, negatives: int) -> DataFrame:
+    """Each test edge (label 1) and the first ``negatives`` referee targets of its source."""
+    stride = F.lit(negatives + 1)
+    positives = held.select(
+        (F.col("edge_id") * stride).alias("pair_id"),
+        "src_index",
+        "dst_index",
+        F.lit(1).alias("label"),
+    )
+    drawn = held.select(
+        "edge_id", "src_index", F.posexplode(F.slice("negatives", 1, negatives)).alias("j", "w")
+    ).select(
+        (F.col("edge_id") * stride + F.col("j") + 1).alias("pair_id"),
+        "src_index",
+        F.col("w").alias("dst_index"),
+        F.lit(0).alias("label"),
+    )
+    return positives.unionByName(drawn)
+
+
+def threshold_table(
+    scores: DataFrame, settings: ThresholdSettings, targets: list[float], resamples: int
+) -> pd.DataFrame:
+    """Mean evaluation recall per rule and target over reseeded splits, and the miss counts."""
+    records = []
+    for r in range(resamples):
+        reseeded = settings.model_copy(update={"seed": settings.seed + r})
+        hists = build_histograms(scores, reseeded, key_cols=["pair_id"])
+        for target in targets:
+            fit = fit_from_histograms(
+                hists, reseeded.model_copy(update={"target_precision": target})
+            )
+            for method in ("per_bucket", "single"):
+                rule = fit.rule(method)
+                precision = rule.overall["precision"]
+                records.append(
+                    {
+                        "target": target,
+                        "method": method,
+                        "buckets": len(rule.score_thresholds),
+                        "recall": rule.overall["recall"],
+                        "certified": rule.certified_lower_bound is not None,
+                        "missed": precision is not None and precision < target,
+                    }
+                )
+    frame = pd.DataFrame(records)
+    rows = []
+    for target, group in frame.groupby("target"):
+        per, one = group[group.method == "per_bucket"], group[group.method == "single"]
+        rows.append(
+            {
+                "target": target,
+                "buckets": f"{per.buckets.min()}-{per.buckets.max()}",
+                "recall_per_bucket": per.recall.mean(),
+                "recall_single": one.recall.mean(),
+                "gain": per.recall.mean() / one.recall.mean() - 1 if one.recall.mean() else np.nan,
+                "miss_per_bucket": f"{int(per.missed.sum())}/{resamples}",
+                "miss_single": f"{int(one.missed.sum())}/{resamples}",
+                "certified": f"{int(per.certified.sum())}/{int(one.certified.sum())}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reliability(scores: DataFrame) -> pd.DataFrame:
+    """Per uncertainty quintile: pairs, mean score, positive rate, and the positive rate of the
+    pairs in the overall top score quintile (the same scores, different uncertainty)."""
+    frame = scores.select("score", "uncertainty", "label").toPandas()
+    frame["u_q"] = pd.qcut(frame.uncertainty.rank(method="first"), 5, labels=False)
+    top = frame.score >= frame.score.quantile(0.8)
+    rows = []
+    for q, group in frame.groupby("u_q"):
+        high = group[top.loc[group.index]]
+        rows.append(
+            {
+                "uncertainty_quintile": int(q),
+                "uncertainty_max": group.uncertainty.max(),
+                "pairs": len(group),
+                "mean_score": group.score.mean(),
+                "positive_rate": group.label.mean(),
+                "top_score_pairs": len(high),
+                "top_score_mean": high.score.mean(),
+                "top_score_positive_rate": high.label.mean() if len(high) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def report(name: str, scores: DataFrame, settings: ThresholdSettings, args) -> None:
+    rows = scores.count()
+    positives = scores.agg(F.sum("label")).head()[0]
+    print(f"\n### {name}: {rows} labelled pairs, {positives} real edges", flush=True)
+    print(
+        threshold_table(scores, settings, args.targets, args.resamples).to_string(
+            index=False, float_format="%.3f"
+        )
+    )
+    print(reliability(scores).to_string(index=False, float_format="%.3f"), flush=True)
+
+
+def scored_split(
+    spark: SparkSession, cfg: RecbatchConfig, split: Path, nodes: DataFrame, edges: DataFrame
+) -> tuple[DataFrame, float]:
+    """The split's labelled test pairs with score and uncertainty; the scoring seconds per 1M."""
+    unc = cfg.link_uncertainty
+    num_nodes = nodes.count()
+    held = to_graph_indices(held_out_from_linkpred(spark, str(split), "test"), nodes)
+    pairs = test_pairs(held, unc.negatives_per_edge).persist(StorageLevel.MEMORY_AND_DISK)
+    n = pairs.count()
+    members = link_members(spark, cfg, nodes)
+    index, labels = fit_pairs(edges, unc.fit_edges, num_nodes, unc.negatives_per_edge, unc.seed)
+    heads = fit_heads(
+        members,
+        index,
+        labels,
+        method=unc.method,
+        heads=unc.heads,
+        steps=unc.fit_steps,
+        seed=unc.seed,
+    )
+    scored = score_pairs(spark, pairs, members, heads, keep=["pair_id", "label"])
+    start = time.monotonic()
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    scored.count()
+    seconds = time.monotonic() - start
+    pairs.unpersist()
+    return scored, seconds / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", default="cora_ml,wiki_vote")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--methods", default="mc_dropout,heads")
+    ap.add_argument("--targets", default="0.7,0.8,0.9")
+    ap.add_argument("--resamples", type=int, default=20)
+    ap.add_argument("--work-dir", default=str(ROOT / "var" / "bench" / "blade"))
+    ap.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--embedded", action="store_true")
+    args = ap.parse_args()
+    args.targets = [float(t) for t in args.targets.split(",")]
+    if not args.embedded:  # the dev graphs' test pairs: 13k (cora_ml) to 160k (wiki_vote)
+        args.set = [*BENCH_THRESHOLDS, *args.set]
+    configure_logging("WARNING")
+    if args.embedded:
+        cfg = load_config(Path(args.config), args.set)
+        spark = build_session(cfg)
+        scores = (
+            spark.read.format("delta")
+            .load(cfg.table_path("scores"))
+            .where(
+                (F.col("model") == "link") & (F.col("run_date") == F.lit(cfg.effective_run_date()))
+            )
+            .withColumnRenamed("example_id", "pair_id")
+        )
+        report(
+            f"embedded default ({cfg.link_uncertainty.method})", scores, cfg.link_thresholds, args
+        )
+        return
+    first = Path(args.work_dir)
+    datasets, seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
+    spark = None
+    for dataset in datasets:
+        for seed in seeds:
+            split = referee_split(dataset, seed, first)
+            for method in args.methods.split(","):
+                cfg = config_for(args, dataset, seed, split)
+                unc = cfg.link_uncertainty.model_copy(update={"method": method})
+                cfg = cfg.model_copy(update={"link_uncertainty": unc})
+                if spark is None:
+                    spark = build_session(cfg)
+                graph_stage(spark, cfg)
+                samples_stage(spark, cfg)
+                train_variant(
+                    spark, cfg, "blade"
+                )  # reuses trained GNNs; writes MC draws if missing
+                nodes = (
+                    spark.read.format("delta")
+                    .load(cfg.table_path("graph_nodes"))
+                    .where(F.col("run_date") == F.lit(RUN_DATE))
+                )
+                edges = (
+                    spark.read.format("delta")
+                    .load(cfg.table_path("graph_edges"))
+                    .where(F.col("run_date") == F.lit(RUN_DATE))
+                )
+                scored, per_million = scored_split(spark, cfg, split, nodes, edges)
+                print(
+                    f"\n## {dataset} seed {seed} {method}: scoring {per_million:.1f} s per 1M pairs",
+                    flush=True,
+                )
+                report(f"{dataset} seed {seed} {method}", scored, cfg.link_thresholds, args)
+                scored.unpersist()
+
+
+if __name__ == "__main__":
+    main()
