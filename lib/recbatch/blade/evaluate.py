@@ -75,6 +75,24 @@ def ranking_from_scores(positive: np.ndarray, negative: np.ndarray, mask: np.nda
     return out
 
 
+GATHER_VALUES = 1 << 24
+"""Target-vector values gathered at once when scoring negatives (128 MB of float64): a block of
+edges x negatives x dim is bounded, whatever the partition's size or the embedding's width."""
+
+
+def _negative_scores(
+    sources: np.ndarray, targets: np.ndarray, u: np.ndarray, negatives: np.ndarray
+) -> np.ndarray:
+    """``[edges, negatives]`` scores s_u . t_w, in blocks of edges (``GATHER_VALUES``)."""
+    width = max(negatives.shape[1] * targets.shape[1], 1)
+    block = max(1, GATHER_VALUES // width)
+    out = np.empty(negatives.shape, dtype=np.float64)
+    for start in range(0, len(u), block):
+        rows = slice(start, start + block)
+        out[rows] = np.einsum("ij,ikj->ik", sources[u[rows]], targets[negatives[rows]])
+    return out
+
+
 def score_held_out_edges(
     spark: SparkSession, held_out: DataFrame, model: ModelMatrices
 ) -> DataFrame:
@@ -94,7 +112,7 @@ def score_held_out_edges(
                 negatives[row, : len(values)] = values
             mask = negatives >= 0
             positive = np.einsum("ij,ij->i", sources[u], targets[v])
-            negative = np.einsum("ij,ikj->ik", sources[u], targets[np.maximum(negatives, 0)])
+            negative = _negative_scores(sources, targets, u, np.maximum(negatives, 0))
             metrics = ranking_from_scores(positive, negative, mask)
             yield pd.DataFrame(
                 {

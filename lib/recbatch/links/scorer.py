@@ -108,11 +108,12 @@ def score_pairs(
     heads: ScorerHeads,
     *,
     keep: list[str],
-    block_rows: int = 65536,
+    block_rows: int = 8192,
 ) -> DataFrame:
     """``keep`` columns of ``pairs`` (with ``src_index``, ``dst_index``) plus ``score`` (mean
     member probability) and ``uncertainty`` (their spread), by ``predict_with_uncertainty`` in
-    ``mapInPandas``; the members and heads are broadcast once."""
+    ``mapInPandas``; the members and heads are broadcast once. A block of ``block_rows`` pairs
+    holds ``members x block_rows x dim`` float32 products (16 x 8192 x 194: 100 MB)."""
     shared = spark.sparkContext.broadcast((members, heads))
     schema = StructType(
         [pairs.schema[c] for c in keep]
