@@ -152,7 +152,8 @@ def test_heads_scores_are_labelled_and_rewritten_idempotently(spark, heads_run):
 def test_thresholds_and_decisions_stages_apply_exactly_the_stored_rules(spark, heads_run):
     cfg, _ = heads_run
     summary = thresholds_stage(spark, cfg)
-    assert set(summary) == {"model_version", "per_bucket", "single"}
+    assert set(summary) == {"model", "model_version", "per_bucket", "single"}
+    assert summary["model"] == "conversion"
     stored = spark.read.format("delta").load(cfg.table_path("thresholds"))
     mine = stored.where(F.col("run_date") == F.lit(cfg.run_date))
     assert sorted({r["method"] for r in mine.collect()}) == ["per_bucket", "single"]

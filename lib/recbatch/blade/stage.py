@@ -86,6 +86,17 @@ SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
 """Each trained variant's changes to the ``sampling`` settings (the others use them as set)."""
 
 
+DECISION_TYPES = (
+    ("probability", "double"),
+    ("uncertainty", "double"),
+    ("bucket", "int"),
+    ("threshold", "double"),
+    ("accepted", "boolean"),
+)
+"""The decision columns ``link_decisions`` fills, null until it runs: the table has one schema
+from its first version on, so time travel to any version can read them."""
+
+
 class BladeInputError(RecbatchError):
     """What BLADE needs (graph tables, samples, embeddings) is missing; the message says which."""
 
@@ -414,9 +425,16 @@ def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str,
                 "recommended_product",
                 "score",
                 F.lit(version).alias("model_version"),
+                *(F.lit(None).cast(kind).alias(name) for name, kind in DECISION_TYPES),
             )
         )
-        replace_where(spark, rows, cfg.table_path("recommendations"), run_date_predicate(run_date))
+        replace_where(
+            spark,
+            rows,
+            cfg.table_path("recommendations"),
+            run_date_predicate(run_date),
+            merge_schema=True,
+        )
     written = (
         spark.read.format("delta")
         .load(cfg.table_path("recommendations"))
