@@ -49,9 +49,8 @@ from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
 from recbatch.blade.stage import train_variant  # noqa: E402
 from recbatch.config import RecbatchConfig, load_config  # noqa: E402
 from recbatch.graph.stage import graph_stage, samples_stage  # noqa: E402
-from recbatch.links.pairs import fit_pairs  # noqa: E402
-from recbatch.links.scorer import fit_heads, score_pairs  # noqa: E402
-from recbatch.links.stage import link_members  # noqa: E402
+from recbatch.links.scorer import score_pairs  # noqa: E402
+from recbatch.links.stage import fit_scorer, link_members  # noqa: E402
 from recbatch.log import configure_logging  # noqa: E402
 from recbatch.session import build_session  # noqa: E402
 from recbatch.thresholds import build_histograms, fit_from_histograms  # noqa: E402
@@ -174,16 +173,7 @@ def scored_split(
     pairs = test_pairs(held, unc.negatives_per_edge).persist(StorageLevel.MEMORY_AND_DISK)
     n = pairs.count()
     members = link_members(spark, cfg, nodes)
-    index, labels = fit_pairs(edges, unc.fit_edges, num_nodes, unc.negatives_per_edge, unc.seed)
-    heads = fit_heads(
-        members,
-        index,
-        labels,
-        method=unc.method,
-        heads=unc.heads,
-        steps=unc.fit_steps,
-        seed=unc.seed,
-    )
+    heads, _ = fit_scorer(edges, members, unc, num_nodes)
     scored = score_pairs(spark, pairs, members, heads, keep=["pair_id", "label"])
     start = time.monotonic()
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)

@@ -31,9 +31,10 @@ from recbatch.io.delta import replace_where, run_date_predicate, run_date_rows
 from recbatch.links.members import LinkMembers, dropout_members, served_members
 from recbatch.links.pairs import fit_pairs, labelled_pairs
 from recbatch.links.scorer import ScorerHeads, fit_heads, score_pairs
+from recbatch.links.settings import LinkUncertaintySettings
 from recbatch.log import get_logger, timed
 from recbatch.thresholds.apply import apply_thresholds
-from recbatch.thresholds.stage import fit_and_store
+from recbatch.thresholds.stage import decided_counts, fit_and_store
 from recbatch.thresholds.table import read_thresholds
 from recbatch.uncertainty.scores import SCORES_COLUMNS
 
@@ -108,6 +109,25 @@ def link_members(spark: SparkSession, cfg: RecbatchConfig, nodes: DataFrame) -> 
     )
 
 
+def fit_scorer(
+    edges: DataFrame, members: LinkMembers, settings: LinkUncertaintySettings, num_nodes: int
+) -> tuple[ScorerHeads, int]:
+    """The scorer's heads fitted on the bounded sample of training pairs, and its size."""
+    index, labels = fit_pairs(
+        edges, settings.fit_edges, num_nodes, settings.negatives_per_edge, settings.seed
+    )
+    heads = fit_heads(
+        members,
+        index,
+        labels,
+        method=settings.method,
+        heads=settings.heads,
+        steps=settings.fit_steps,
+        seed=settings.seed,
+    )
+    return heads, int(len(labels))
+
+
 def _heads_file(cfg: RecbatchConfig, run_date: date) -> Path:
     location = _join(_join(_join(cfg.path("work"), "links"), run_date.isoformat()), "heads.npz")
     path = local_path(location)
@@ -147,18 +167,7 @@ def link_scores_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any
     with timed(log, f"link scorer members ({settings.method})"):
         members = link_members(spark, cfg, nodes)
     with timed(log, f"fitting the link scorer's heads on up to {settings.fit_edges} edges"):
-        fit_index, fit_labels = fit_pairs(
-            edges, settings.fit_edges, num_nodes, settings.negatives_per_edge, settings.seed
-        )
-        heads = fit_heads(
-            members,
-            fit_index,
-            fit_labels,
-            method=settings.method,
-            heads=settings.heads,
-            steps=settings.fit_steps,
-            seed=settings.seed,
-        )
+        heads, fitted = fit_scorer(edges, members, settings, num_nodes)
     save_heads(_heads_file(cfg, run_date), heads, version)
     pairs = labelled_pairs(
         edges, settings.splits, num_nodes, settings.negatives_per_edge, settings.seed
@@ -198,7 +207,7 @@ def link_scores_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any
         "rows": int(written["rows"]),
         "positives": int(written["positives"] or 0),
         "negatives_per_edge": settings.negatives_per_edge,
-        "fit_pairs": int(len(fit_labels)),
+        "fit_pairs": fitted,
         "scoring_seconds": round(seconds, 2),
         "pairs_per_s": round(written["rows"] / seconds, 1) if seconds > 0 else None,
     }
@@ -262,18 +271,7 @@ def link_decisions_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, 
     )
     path = cfg.table_path("recommendations")
     replace_where(spark, decided, path, run_date_predicate(run_date), merge_schema=True)
-    written = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col("run_date") == F.lit(run_date))
-        .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.sum(F.col("accepted").cast("int")).alias("accepted"),
-            F.sum(F.col("bucket").isNull().cast("int")).alias("unbucketed"),
-        )
-        .head()
-    )
-    counts = {k: int(v or 0) for k, v in written.asDict().items()}
+    counts: dict[str, Any] = decided_counts(spark, path, run_date)
     counts["accepted_share"] = counts["accepted"] / counts["rows"] if counts["rows"] else 0.0
     counts["model_version"] = version
     log.info(

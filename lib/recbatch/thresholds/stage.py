@@ -113,17 +113,9 @@ def fit_and_store(
     return summary
 
 
-def decisions_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
-    """Apply the stored per-bucket thresholds of the run to its scores; write ``decisions``."""
-    run_date = _run_date(cfg)
-    scores, version = run_scores(spark, cfg)
-    stored = read_thresholds(
-        spark, cfg.table_path("thresholds"), model_version=version, run_date=run_date
-    )
-    decided = apply_thresholds(scores, stored, method="per_bucket").select(*DECISION_COLUMNS)
-    path = cfg.table_path("decisions")
-    predicate = f"run_date = '{run_date.isoformat()}' AND model = '{MODEL}'"
-    replace_where(spark, decided, path, predicate)
+def decided_counts(spark: SparkSession, path: str, run_date: date) -> dict[str, int]:
+    """``rows``, ``accepted`` and ``unbucketed`` of the run date in a decided Delta table
+    (``decisions``, or ``recommendations`` after ``link_decisions``), in one aggregation."""
     written = (
         spark.read.format("delta")
         .load(path)
@@ -135,7 +127,21 @@ def decisions_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
         )
         .head()
     )
-    counts = {k: int(v or 0) for k, v in written.asDict().items()}
+    return {k: int(v or 0) for k, v in written.asDict().items()}
+
+
+def decisions_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
+    """Apply the stored per-bucket thresholds of the run to its scores; write ``decisions``."""
+    run_date = _run_date(cfg)
+    scores, version = run_scores(spark, cfg)
+    stored = read_thresholds(
+        spark, cfg.table_path("thresholds"), model_version=version, run_date=run_date
+    )
+    decided = apply_thresholds(scores, stored, method="per_bucket").select(*DECISION_COLUMNS)
+    path = cfg.table_path("decisions")
+    predicate = f"run_date = '{run_date.isoformat()}' AND model = '{MODEL}'"
+    replace_where(spark, decided, path, predicate)
+    counts = decided_counts(spark, path, run_date)
     log.info(
         "decisions: %d of %d scores accepted by the thresholds of %s (%d without a bucket: "
         "null or non-finite score/uncertainty, rejected) into %s",
