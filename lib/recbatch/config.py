@@ -160,7 +160,12 @@ class FeedbackSettings(_Section):
     attribution_window_hours: float = Field(
         168.0, gt=0, description="W: a buy within W of the view"
     )
-    cutoff: datetime | None = Field(None, description="training cutoff T; default: last event time")
+    cutoff: datetime | None = Field(
+        None,
+        description="cutoff T of every stage: the flip weights' snapshot and the conversion "
+        "evaluation's train/test boundary; default: the last event time for the weights, the "
+        "latest T with mature test labels for the evaluation",
+    )
     counterfactual_delay_hours: float | None = Field(
         None, gt=0, description="CD: flip model learns at T - CD what happened by T; default W"
     )
@@ -201,14 +206,33 @@ class FeedbackSettings(_Section):
 class ConversionSettings(_Section):
     """The conversion model (feedback/conversion.py): torch MLP trained on Petastorm tensors."""
 
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(
+        40, ge=1, description="at most this many passes (early stopping usually ends sooner)"
+    )
+    min_steps: int = Field(
+        300, ge=1, description="at least this many optimizer steps per trainer, whatever the size"
+    )
+    patience: int = Field(
+        4, ge=1, description="stop after this many epochs without a better validation loss"
+    )
+    validation_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="training rows held out for early stopping (0: none)"
+    )
+    batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(0.01, gt=0)
     hidden_sizes: tuple[int, ...] = (32, 16)
     dropout: float = Field(0.0, ge=0, lt=1, description="after each hidden layer")
     heads: int = Field(1, ge=1, description="output heads, each on its own bootstrap weights")
     num_processes: int = Field(2, ge=1, description="torch workers (TorchDistributor processes)")
-    test_days: float = Field(3.0, gt=0, description="days of mature views held out for testing")
+    test_days: float = Field(3.0, gt=0, description="days of views after the cutoff T tested on")
+    train_days: float | None = Field(
+        None, gt=0, description="days of views before T trained on (default: all before T)"
+    )
+    test_labels: Literal["mature", "censored"] = Field(
+        "mature",
+        description="mature: every test view's label window must close by the data end; "
+        "censored: labels as far as the data reach (the censored share is recorded)",
+    )
     waiting_hours: float = Field(6.0, ge=0, description="waiting-window baseline: drop younger")
     row_groups_per_trainer: int = Field(4, ge=1)
     seed: int = Field(7, ge=1)

@@ -2,7 +2,7 @@
 
 The model is the conversion model trained as the pipeline's weighting says
 (``feedback.weighting``), on the examples viewed before the training cutoff ``T`` with labels and
-weights as observed at ``T`` (``feedback.conversion`` explains ``T``). Its shape comes from
+weights as observed at ``T`` (``feedback.conversion.protocol`` explains ``T`` and the windows). Its shape comes from
 ``uncertainty``: several bootstrap heads (``heads``) or dropout (``mc_dropout``). It scores the
 examples viewed in ``[T, T + test_days)``, whose true labels are known by the data's end: those
 labelled scores are what the thresholds are fitted, certified and evaluated on.
@@ -24,21 +24,18 @@ import numpy as np
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.storagelevel import StorageLevel
 
 from recbatch.config import ConversionSettings, RecbatchConfig, UncertaintySettings
 from recbatch.feedback.conversion import (
     ConversionInputError,
     data_end,
-    evaluation_cutoffs,
-    feature_stats,
-    feature_vector,
+    evaluation_window,
     map_model,
     train,
+    training_data,
     weighted_training_rows,
-    write_tensor_set,
+    write_training_sets,
 )
-from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
 from recbatch.io.delta import is_delta_table, replace_where
 from recbatch.log import get_logger, timed
 from recbatch.uncertainty.estimators import predict_with_uncertainty
@@ -113,41 +110,35 @@ def build_scores(
     spark: SparkSession, examples: DataFrame, cfg: RecbatchConfig, end: datetime
 ) -> BuiltScores:
     """Train the production model and score the test-period examples."""
-    fb, unc = cfg.feedback, cfg.uncertainty
+    unc = cfg.uncertainty
     settings = scored_model_settings(cfg.conversion, unc)
     run_date = cfg.run_date or datetime.now(UTC).date()
-    cutoff, test_end = evaluation_cutoffs(end, fb.attribution_window_hours, settings.test_days)
+    window = evaluation_window(end, cfg.feedback, settings)
     work = f"{cfg.path('work')}/scores/{run_date.isoformat()}"
-    view = F.col("view_ts")
-    train_examples = examples.where(view < F.lit(cutoff)).persist(StorageLevel.MEMORY_AND_DISK)
+    data = training_data(examples, window, cfg)
     try:
-        if train_examples.isEmpty():
-            raise ConversionInputError(
-                f"no examples viewed before the training cutoff {cutoff.isoformat()}: the log is "
-                "too short for the scores stage"
+        rows = weighted_training_rows(cfg.feedback.weighting, data, cfg, settings)
+        with timed(log, f"writing the training set under {work}"):
+            sets = write_training_sets(rows, work, settings)
+        with timed(log, f"training the {unc.method} conversion model on {sets.train_rows} rows"):
+            result = train(
+                spark,
+                sets.train_path,
+                len(data.stats),
+                settings,
+                val_path=sets.val_path,
+                train_rows=sets.train_rows,
             )
-        stats = feature_stats(train_examples)
-        features = feature_vector(stats)
-        cells, observation = fit_flip_model(train_examples, cutoff, fb)
-        flip_scored = score_at_cutoff(train_examples, cutoff, cells, observation, fb)
-        feature_rows = train_examples.select("example_id", features)
-        rows = weighted_training_rows(
-            flip_scored, feature_rows, fb.weighting, cfg, settings, cutoff
-        )
-        train_path = f"{work}/train"
-        with timed(log, f"writing the training set {train_path}"):
-            n_train = write_tensor_set(rows, train_path, settings)
-        with timed(log, f"training the {unc.method} conversion model on {n_train} rows"):
-            result = train(spark, train_path, len(stats), settings)
     finally:
-        train_examples.unpersist()
+        data.release()
+    cutoff, n_train = window.cutoff, sets.train_rows + sets.val_rows
 
-    test = examples.where((view >= F.lit(cutoff)) & (view < F.lit(test_end)))
+    test = examples.where(window.test(F.col("view_ts")))
     test_path = f"{work}/test"
     test.select(
         "example_id",
         "view_ts",
-        features,
+        data.features,
         F.col("conversion_ts").isNotNull().cast("int").alias("label"),
     ).write.mode("overwrite").parquet(test_path)
     test_rows = spark.read.parquet(test_path)

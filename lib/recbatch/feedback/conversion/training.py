@@ -1,0 +1,253 @@
+"""Training the conversion model: torch DDP workers on Petastorm shards, to convergence.
+
+Why a budget rule and not a fixed epoch count: the same settings must serve a 6k-row Taobao day
+and a 1M-row generated month. A fixed 3 epochs at batch 512 is ~18 optimizer steps on the former
+(the model stays near its initialisation and its calibration swings with the seed) and plenty on
+the latter. So training runs up to ``conversion.epochs`` passes, at least ``min_steps`` optimizer
+steps, and stops early once the loss on a **validation slice of the training window**
+(``validation_fraction`` of the rows, by a hash of ``example_id``) has not improved for
+``patience`` epochs; the learning rate halves whenever the validation loss stalls
+(``ReduceLROnPlateau``), and the weights returned are those of the best validation epoch.
+
+The validation loss is the *method's own* weighted loss on its validation rows (observed labels
+and weights at the cutoff, as in training): early stopping must not read true labels, or every
+method would peek at the oracle. Every rank evaluates its shard of the slice and the sums are
+all-reduced, so all ranks take the same stop decision in the same epoch (DDP needs that).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from recbatch.config import ConversionSettings
+from recbatch.feedback.conversion.model import (
+    bootstrap_weights,
+    build_model,
+    fnw_weights,
+    weighted_bce,
+)
+from recbatch.io.tensors import iter_torch_batches
+from recbatch.log import get_logger
+from recbatch.train.distributed import (
+    all_sum,
+    device_for_rank,
+    gather_objects,
+    join_uneven,
+    rank_and_world,
+    run_distributed,
+    wrap_ddp,
+)
+
+log = get_logger(__name__)
+
+
+def epochs_for_budget(rows: int, settings: ConversionSettings, world: int) -> int:
+    """Passes needed for ``min_steps`` optimizer steps over ``rows`` training rows in ``world``
+    ranks (each rank steps once per local batch), capped by ``settings.epochs``."""
+    steps_per_epoch = max(1, math.ceil(rows / (world * settings.batch_size)))
+    return min(settings.epochs, max(1, math.ceil(settings.min_steps / steps_per_epoch)))
+
+
+def _loss_terms(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    boot: torch.Tensor | None,
+    fake_negative_weighting: bool,
+) -> torch.Tensor:
+    """The batch's weighted BCE (bootstrap weights ``boot`` per head, or none)."""
+    x = batch["features"].to(device)
+    logits = model(x)
+    w_pos = batch["w_pos"].to(device).unsqueeze(-1)
+    w_neg = batch["w_neg"].to(device).unsqueeze(-1)
+    if boot is not None:
+        w_pos, w_neg = w_pos * boot, w_neg * boot
+    if fake_negative_weighting:
+        w_pos, w_neg = fnw_weights(logits, w_pos, w_neg)
+    return weighted_bce(logits, w_pos, w_neg)
+
+
+def validation_loss(
+    model: nn.Module,
+    val_path: str,
+    settings: ConversionSettings,
+    device: torch.device,
+    fake_negative_weighting: bool,
+) -> float:
+    """Mean weighted loss over all ranks' shards of the validation set (same value on every
+    rank: the sums are all-reduced)."""
+    rank, world = rank_and_world()
+    model.eval()
+    loss_sum, rows = 0.0, 0
+    with torch.no_grad():
+        for batch in iter_torch_batches(
+            val_path,
+            batch_size=4096,
+            shard=rank,
+            shard_count=world,
+            columns=["features", "w_pos", "w_neg"],
+        ):
+            n = len(batch["features"])
+            loss_sum += _loss_terms(model, batch, device, None, fake_negative_weighting).item() * n
+            rows += n
+    total, count = all_sum([loss_sum, float(rows)], device)
+    return total / max(count, 1.0)
+
+
+def train_conversion_model(
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    record_ids: bool = False,
+    fake_negative_weighting: bool = False,
+    val_path: str | None = None,
+    train_rows: int | None = None,
+) -> dict[str, Any]:
+    """Train the MLP on this rank's shard of ``train_path`` (run it with ``run_distributed``).
+
+    With ``fake_negative_weighting`` the stored weights are multiplied by ``fnw_weights``. With
+    ``val_path`` training runs up to ``settings.epochs``, stops early and returns the best
+    validation epoch's weights (module docstring); ``train_rows`` (all ranks) sets the epochs
+    ``min_steps`` needs: the least run with a slice, all that run without one.
+
+    Returns (rank 0's) ``state_dict`` (CPU tensors), ``epochs`` (per epoch: mean weighted loss
+    over all rows, validation loss or None, learning rate, rows, seconds, rows/s),
+    ``best_epoch``, ``steps``, ``rows_per_rank`` (rows each rank read per epoch) and, with
+    ``record_ids``, ``ids_per_rank``: the ``example_id`` each rank read in the first epoch.
+    """
+    rank, world = rank_and_world()
+    device = device_for_rank()
+    torch.manual_seed(settings.seed)
+    model = wrap_ddp(build_model(n_features, settings), device)
+    resample = torch.Generator().manual_seed(settings.seed * 7919 + rank)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.5, patience=max(settings.patience // 2, 1)
+    )
+    min_epochs = epochs_for_budget(train_rows, settings, world) if train_rows else settings.epochs
+    planned = settings.epochs if val_path else min_epochs  # without a slice: the budget alone
+    columns = ["features", "w_pos", "w_neg", *(["example_id"] if record_ids else [])]
+    history: list[dict[str, Any]] = []
+    ids: list[int] = []
+    own_rows, steps = 0, 0
+    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    for epoch in range(planned):
+        start = time.monotonic()
+        loss_sum, rows = 0.0, 0
+        batches = iter_torch_batches(
+            train_path,
+            batch_size=settings.batch_size,
+            shard=rank,
+            shard_count=world,
+            columns=columns,
+            shuffle=True,
+            seed=settings.seed * 1000 + epoch + 1,
+        )
+        model.train()
+        with join_uneven(model):
+            for batch in batches:
+                boot = bootstrap_weights(len(batch["features"]), settings.heads, resample)
+                loss = _loss_terms(model, batch, device, boot.to(device), fake_negative_weighting)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(batch["features"])
+                rows += len(batch["features"])
+                steps += 1
+                if record_ids and epoch == 0:
+                    ids.extend(batch["example_id"].tolist())
+        total_loss, total_rows = all_sum([loss_sum, float(rows)], device)
+        val = (
+            validation_loss(_core(model), val_path, settings, device, fake_negative_weighting)
+            if val_path
+            else None
+        )
+        seconds = time.monotonic() - start
+        own_rows = rows
+        stats = {
+            "epoch": epoch + 1,
+            "loss": total_loss / max(total_rows, 1.0),
+            "val_loss": val,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "rows": int(total_rows),
+            "seconds": seconds,
+            "rows_per_s": total_rows / seconds if seconds > 0 else float("nan"),
+        }
+        history.append(stats)
+        if rank == 0:
+            log.info(
+                "epoch %d/%d: weighted loss %.5f, validation %s, lr %.2g, %d rows in %.1fs "
+                "(%.0f rows/s, %d process(es))",
+                epoch + 1,
+                planned,
+                stats["loss"],
+                "-" if val is None else f"{val:.5f}",
+                stats["learning_rate"],
+                stats["rows"],
+                seconds,
+                stats["rows_per_s"],
+                world,
+            )
+        if val is None:
+            continue
+        plateau.step(val)
+        if val < best_loss - 1e-6:
+            best_loss, best_epoch, stale = val, epoch + 1, 0
+            best_state = copy.deepcopy(_core(model).state_dict())
+        else:
+            stale += 1
+        if stale >= settings.patience and epoch + 1 >= min_epochs:
+            if rank == 0:
+                log.info(
+                    "early stop after epoch %d: validation loss best at epoch %d (%.5f), "
+                    "%d optimizer steps per rank",
+                    epoch + 1,
+                    best_epoch,
+                    best_loss,
+                    steps,
+                )
+            break
+    rows_per_rank = gather_objects(own_rows)
+    ids_per_rank = gather_objects(ids) if record_ids else None
+    state = best_state if best_state is not None else _core(model).state_dict()
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "epochs": history,
+        "best_epoch": best_epoch or len(history),
+        "steps": steps,
+        "rows_per_rank": rows_per_rank,
+        "ids_per_rank": ids_per_rank,
+    }
+
+
+def _core(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train(
+    spark,
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    fake_negative_weighting: bool = False,
+    val_path: str | None = None,
+    train_rows: int | None = None,
+) -> dict[str, Any]:
+    """``train_conversion_model`` in ``settings.num_processes`` DDP processes."""
+    return run_distributed(
+        train_conversion_model,
+        train_path,
+        n_features,
+        settings,
+        fake_negative_weighting=fake_negative_weighting,
+        val_path=val_path,
+        train_rows=train_rows,
+        num_processes=settings.num_processes,
+        spark=spark,
+    )
