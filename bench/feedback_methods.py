@@ -2,14 +2,27 @@
 
     .venv/bin/python bench/feedback_methods.py [--config FILE] [--set key=value ...]
         [--seeds 1,2,3] [--seed-keys generator.seed,conversion.seed] [--no-generate]
+        [--cutoffs T1,T2,...]
 
 For each seed: the seed is written into every ``--seed-keys`` setting, then (unless
 ``--no-generate``) a log is generated, ingested and turned into examples under
 ``<paths.data_root>/bench/feedback_methods/seed=<s>``, and ``conversion.evaluate_methods`` trains
 and scores one model per method exactly as the pipeline's conversion stage does. With
 ``--no-generate`` (real data, e.g. ``conf/taobao.yaml``) the input is ingested once per seed into
-the same per-seed folder and only the model seeds vary: the spread then says how much of a
-difference between methods is training noise.
+one folder once and only the model seeds vary: the spread then says how much of a difference
+between methods is training noise.
+
+``--cutoffs`` (ISO times) runs the protocol at several cutoffs T (rolling evaluation, as the
+field does): per seed, one model per method and cutoff (``feedback.cutoff = T``; the training
+and test windows come from ``conversion.train_days`` / ``test_days``), and the seed's metrics are
+the means over the cutoffs weighted by their test rows. The Taobao dev protocol of
+bench/README.md:
+
+    .venv/bin/python bench/feedback_methods.py --config conf/taobao.yaml --no-generate \
+        --seed-keys conversion.seed --seeds 1,2,3,4,5 \
+        --cutoffs 2017-11-27T00:00:00+08:00,2017-11-28T00:00:00+08:00,2017-11-29T00:00:00+08:00 \
+        --set feedback.attribution_window_hours=24 --set conversion.train_days=1 \
+        --set conversion.test_days=1
 
 Prints the table of each seed, then per method the mean and a 95% t-interval of AUC, PR-AUC,
 log loss and RI-AUC over the seeds (RI-AUC of a seed needs its oracle to beat its vanilla by more
@@ -38,14 +51,20 @@ from recbatch.events.generator import generate  # noqa: E402
 from recbatch.events.ingest import ingest_events  # noqa: E402
 from recbatch.feedback.conversion import (  # noqa: E402
     METHODS,
+    data_end,
     evaluate_methods,
     format_table,
+    relative_improvement,
 )
 from recbatch.feedback.examples import examples_stage  # noqa: E402
 from recbatch.log import configure_logging  # noqa: E402
 from recbatch.session import build_session  # noqa: E402
 
-METRICS = ("auc", "pr_auc", "log_loss", "ri_auc")
+METRICS = ("auc", "pr_auc", "log_loss", "pcoc", "ri_auc")
+WEIGHTED = ("auc", "pr_auc", "log_loss", "pcoc")
+"""Metrics averaged over cutoffs by test rows (RI-AUC is recomputed from the averaged AUCs)."""
+_PREPARED: set[str] = set()
+"""Data folders whose examples this process has built (real data: once for every seed)."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,44 +75,80 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed-keys", default="generator.seed,conversion.seed")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-generate", action="store_true", help="ingest the configured input")
+    parser.add_argument("--cutoffs", default="", help="comma-separated ISO cutoffs T (rolling)")
     parser.add_argument("--min-gap", type=float, default=0.002, help="oracle - vanilla AUC")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
 def interval(values: list[float]) -> str:
-    """``mean ± half-width`` of a 95% t-interval (just the value for one seed)."""
+    """``mean ± half-width (sd)`` of a 95% t-interval (just the value for one seed)."""
     if not values:
         return "n/a"
     mean = float(np.mean(values))
     if len(values) < 2:
         return f"{mean:.4f}"
-    half = scipy_stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / len(values) ** 0.5
-    return f"{mean:.4f} ± {half:.4f}"
+    sd = float(np.std(values, ddof=1))
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * sd / len(values) ** 0.5
+    return f"{mean:.4f} ± {half:.4f} (sd {sd:.4f})"
 
 
 def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None):
     """One seed end to end; returns the metric rows and the (possibly new) session."""
     seeded = [f"{key}={seed}" for key in args.seed_keys.split(",") if key]
     base = load_config(args.config, args.overrides)
-    root = Path(base.path("data_root")) / "bench" / "feedback_methods" / f"seed={seed}"
+    folder = "shared" if args.no_generate else f"seed={seed}"
+    root = Path(base.path("data_root")) / "bench" / "feedback_methods" / folder
     cfg = load_config(args.config, [*args.overrides, *seeded, f"paths.data_root={root}"])
     spark = spark or build_session(cfg)
     start = time.monotonic()
-    if not args.no_generate:
-        generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
-    ingest_events(spark, cfg)
-    counts = examples_stage(spark, cfg)
-    rows = evaluate_methods(
-        spark, spark.read.format("delta").load(cfg.table_path("examples")), cfg, methods
-    )
-    print(
-        f"\nseed {seed}: {counts['examples']} examples, {counts['converted']} converted; "
-        f"{time.monotonic() - start:.0f}s",
-        flush=True,
-    )
-    print(format_table(rows), flush=True)
-    return rows, spark
+    if str(root) not in _PREPARED:
+        if not args.no_generate:
+            generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+        ingest_events(spark, cfg)
+        counts = examples_stage(spark, cfg)
+        print(f"\n{counts['examples']} examples, {counts['converted']} converted", flush=True)
+        _PREPARED.add(str(root))
+    examples = spark.read.format("delta").load(cfg.table_path("examples"))
+    cutoffs = [c for c in args.cutoffs.split(",") if c]
+    per_cutoff = []
+    for cutoff in cutoffs or [None]:
+        at = (
+            cfg
+            if cutoff is None
+            else load_config(
+                args.config,
+                [*args.overrides, *seeded, f"paths.data_root={root}", f"feedback.cutoff={cutoff}"],
+            )
+        )
+        rows = evaluate_methods(spark, examples, at, methods, end=data_end(spark, at, examples))
+        print(f"\nseed {seed}, cutoff {rows[0]['cutoff']}:", flush=True)
+        print(format_table(rows), flush=True)
+        per_cutoff.append(rows)
+    print(f"seed {seed}: {time.monotonic() - start:.0f}s", flush=True)
+    return (per_cutoff[0] if len(per_cutoff) == 1 else pooled(per_cutoff)), spark
+
+
+def pooled(per_cutoff: list[list[dict]]) -> list[dict]:
+    """Per method, the metrics over the cutoffs weighted by test rows; RI-AUC from those AUCs."""
+    rows = []
+    for method_rows in zip(*per_cutoff, strict=True):
+        n = np.array([r["test_rows"] for r in method_rows], dtype=float)
+        row = {"method": method_rows[0]["method"], "test_rows": int(n.sum())}
+        for metric in WEIGHTED:
+            values = [r[metric] for r in method_rows]
+            row[metric] = (
+                None if any(v is None for v in values) else float(np.dot(n, values) / n.sum())
+            )
+        rows.append(row)
+    auc = {r["method"]: r["auc"] for r in rows}
+    for r in rows:
+        r["ri_auc"] = (
+            relative_improvement(r["auc"], auc["vanilla"], auc["oracle"])
+            if "vanilla" in auc and "oracle" in auc
+            else None
+        )
+    return rows
 
 
 def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) -> str:
@@ -104,7 +159,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
             "oracle" in auc and "vanilla" in auc and auc["oracle"] - auc["vanilla"] > min_gap
         )
     lines = [
-        f"{'method':<20} {'AUC':>17} {'PR-AUC':>17} {'log loss':>17} {'RI-AUC':>17}",
+        f"{'method':<20} {'AUC':>28} {'AP':>28} {'log loss':>28} {'PCOC':>28} {'RI-AUC':>28}",
     ]
     for method in methods:
         cells = []
@@ -115,20 +170,20 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
                 for r in rows
                 if r["method"] == method and r[metric] is not None and (metric != "ri_auc" or ok)
             ]
-            cells.append(f"{interval(values):>17}")
+            cells.append(f"{interval(values):>28}")
         lines.append(f"{method:<20} " + " ".join(cells))
     lines.append(
         f"RI-AUC over {sum(valid)} of {len(valid)} seeds (those whose oracle beats vanilla by "
         f"more than {min_gap} AUC)"
     )
     lines += ["", "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)"]
-    lines.append(f"{'method':<20} {'AUC':>17} {'wins':>5} {'log loss':>17} {'wins':>5}")
+    lines.append(f"{'method':<20} {'AUC':>28} {'wins':>5} {'log loss':>28} {'wins':>5}")
     for method in [m for m in methods if m != "vanilla"]:
         cells = []
         for metric, better in (("auc", 1.0), ("log_loss", -1.0)):
             diffs = paired_differences(per_seed, method, metric)
             wins = sum(better * d > 0 for d in diffs)
-            cells.append(f"{interval(diffs):>17} {wins:>2}/{len(diffs):<2}")
+            cells.append(f"{interval(diffs):>28} {wins:>2}/{len(diffs):<2}")
         lines.append(f"{method:<20} " + " ".join(cells))
     return "\n".join(lines)
 

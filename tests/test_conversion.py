@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_test_config
@@ -13,7 +15,10 @@ from recbatch.feedback.conversion import (
     METHODS,
     ConversionInputError,
     ConversionSettings,
+    build_model,
     conversion_stage,
+    data_end,
+    epochs_for_budget,
     evaluate_methods,
     examples_end,
     feature_stats,
@@ -23,6 +28,7 @@ from recbatch.feedback.conversion import (
     train_conversion_model,
     weighted_bce,
     write_tensor_set,
+    write_training_sets,
 )
 from recbatch.train.distributed import is_local_master, run_distributed
 
@@ -156,4 +162,121 @@ def test_empty_training_set_is_a_clear_error(spark, conv_cfg, examples):
     with pytest.raises(ConversionInputError, match="no training examples"):
         evaluate_methods(
             spark, examples, conv_cfg, ["vanilla"], SETTINGS.model_copy(), end=too_short
+        )
+
+
+def test_average_precision_is_sklearns_with_ties(spark):
+    from sklearn.metrics import average_precision_score
+
+    from recbatch.feedback.conversion import average_precision
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.random(500) * 0.5 + 0.3 * labels, 2)  # rounded: many tied scores
+    frame = spark.createDataFrame(
+        [(float(s), int(y)) for s, y in zip(scores, labels, strict=True)],
+        "probability double, label int",
+    )
+    assert average_precision(frame) == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+
+
+def test_epoch_budget_covers_min_steps_whatever_the_size():
+    settings = SETTINGS.model_copy(update={"min_steps": 300, "batch_size": 256, "epochs": 40})
+    assert epochs_for_budget(6_000, settings, 2) == 25  # 12 steps per epoch and trainer
+    assert epochs_for_budget(1_000_000, settings, 2) == 1
+    assert epochs_for_budget(100, settings, 2) == 40  # capped by epochs
+
+
+def test_training_stops_early_at_a_low_loss_and_returns_the_best_epoch(spark, data_root):
+    """A tiny separable set: the validation loss falls below a bound, training stops before its
+    epoch cap, and the weights returned are those of the best validation epoch."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.float32)
+    rows = spark.createDataFrame(
+        [(i, x[i].tolist(), float(y[i]), float(1 - y[i]), float(y[i])) for i in range(600)],
+        "example_id long, features array<float>, w_pos double, w_neg double, label double",
+    )
+    settings = SETTINGS.model_copy(
+        update={"epochs": 60, "min_steps": 40, "patience": 3, "batch_size": 32, "num_processes": 1}
+    )
+    sets = write_training_sets(rows, str(data_root / "budget"), settings)
+    result = run_distributed(
+        train_conversion_model,
+        sets.train_path,
+        3,
+        settings,
+        val_path=sets.val_path,
+        train_rows=sets.train_rows,
+        num_processes=1,
+        spark=spark,
+    )
+    history = result["epochs"]
+    best = min(e["val_loss"] for e in history)
+    assert best < 0.15, history
+    assert len(history) < settings.epochs, "stopped early"
+    assert history[result["best_epoch"] - 1]["val_loss"] == best
+    model = build_model(3, settings)
+    model.load_state_dict(result["state_dict"])
+    val = spark.read.parquet(sets.val_path).toPandas()
+    with torch.no_grad():
+        logits = model(torch.tensor(np.stack(val["features"]), dtype=torch.float32))
+        loss = weighted_bce(
+            logits,
+            torch.tensor(val["w_pos"].to_numpy()).unsqueeze(-1),
+            torch.tensor(val["w_neg"].to_numpy()).unsqueeze(-1),
+        ).item()
+    assert loss == pytest.approx(best, rel=1e-4), "the returned weights are the best epoch's"
+    assert sets.val_rows + sets.train_rows == 600 and 30 < sets.val_rows < 100
+
+
+def test_one_cutoff_and_training_window_reach_every_stage(spark, conv_cfg, examples):
+    """feedback.cutoff is T of the evaluation, the scores stage and the flip weights alike;
+    conversion.train_days bounds the training rows; censored test labels are counted, and refused
+    when mature labels are asked for."""
+    from datetime import datetime, timedelta
+
+    from recbatch.config import load_config
+    from recbatch.feedback.stage import snapshot_cutoff
+    from recbatch.uncertainty.scores import build_scores
+
+    t = datetime(2026, 1, 21, tzinfo=UTC)
+    at = load_config(
+        None,
+        [
+            f"paths.data_root={conv_cfg.path('data_root')}",
+            "run_date=2026-02-02",
+            f"feedback.cutoff={t.isoformat()}",
+            "conversion.train_days=7",
+            "conversion.test_labels=censored",
+        ],
+    )
+    settings = SETTINGS.model_copy(update={"train_days": 7.0, "test_labels": "censored"})
+    end = data_end(spark, at, examples)
+    view = F.col("view_ts")
+    in_window = examples.where((view >= F.lit(t - timedelta(days=7))) & (view < F.lit(t))).count()
+    test = examples.where((view >= F.lit(t)) & (view < F.lit(t + timedelta(days=4))))
+    censored = test.where(view > F.lit(end - timedelta(hours=168))).count() / test.count()
+    assert 0 < in_window < examples.where(view < F.lit(t)).count() and 0 < censored < 1
+
+    (row,) = evaluate_methods(spark, examples, at, ["vanilla"], settings, end=end)
+    assert row["cutoff"] == t and row["train_start"] == t - timedelta(days=7)
+    assert row["train_rows"] == in_window and row["test_rows"] == test.count()
+    assert row["censored_share"] == pytest.approx(censored)
+
+    scores_cfg = at.model_copy(update={"conversion": settings})
+    built = build_scores(spark, examples, scores_cfg, end)
+    assert built.summary["cutoff"] == t and built.summary["train_rows"] == in_window
+    assert snapshot_cutoff(spark, at) == t, "the flip weights' snapshot is at T too"
+
+    with pytest.raises(ConversionInputError, match="test labels are not mature"):
+        evaluate_methods(
+            spark,
+            examples,
+            at,
+            ["vanilla"],
+            settings.model_copy(update={"test_labels": "mature"}),
+            end=end,
         )

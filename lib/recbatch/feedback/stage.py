@@ -61,14 +61,25 @@ def _read_table(spark: SparkSession, path: str, produced_by: str) -> DataFrame:
     return spark.read.format("delta").load(path)
 
 
+def history_start(examples: DataFrame, cfg: RecbatchConfig) -> datetime | None:
+    """When the log starts: the ingest window's start (the collection start) when one is set and
+    precedes the first view, else the first view. A collection that starts at midnight has its
+    first view seconds later; its history still reaches back to midnight."""
+    first = examples.agg(F.min("view_ts")).head()[0]
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    start = cfg.ingest.window_start
+    if first is None or start is None:
+        return first
+    return min(first, start)
+
+
 def _require_history(training: DataFrame, examples: DataFrame, cutoff: datetime, cfg) -> None:
     """Fail clearly unless the latest counterfactual window ``[T'_0 - W, T'_0)`` is covered by
     the log: otherwise the long elapsed times are missing and z would be learnt from a sliver."""
     window = timedelta(hours=cfg.feedback.attribution_window_hours)
     cutoffs = counterfactual_cutoffs(cutoff, cfg.feedback)
-    first = examples.agg(F.min("view_ts")).head()[0]
-    if first is not None and first.tzinfo is None:
-        first = first.replace(tzinfo=UTC)
+    first = history_start(examples, cfg)
     if first is not None and first <= max(cutoffs) - window and training.limit(1).count():
         uncovered = [t for t in cutoffs if first > t - window]
         if uncovered:
@@ -81,7 +92,7 @@ def _require_history(training: DataFrame, examples: DataFrame, cutoff: datetime,
             )
         return
     raise FeedbackInputError(
-        f"too little mature history for the flip model: examples start at {first}, but the "
+        f"too little mature history for the flip model: the log starts at {first}, but the "
         f"latest counterfactual cutoff {max(cutoffs).isoformat()} needs views from "
         f"{(max(cutoffs) - window).isoformat()} (cutoff {cutoff.isoformat()}, "
         f"W={cfg.feedback.attribution_window_hours:g}h). Use a longer log, or a smaller "
