@@ -99,6 +99,10 @@ EXPECTED_SCHEMA = [
     ("f_user_views", "bigint"),
     ("f_user_buys", "bigint"),
     ("f_user_carts", "bigint"),
+    ("f_user_favs", "bigint"),
+    ("f_user_recent_views", "bigint"),
+    ("f_user_category_views", "bigint"),
+    ("f_pair_prior_events", "bigint"),
     ("f_item_views", "bigint"),
     ("f_item_buys", "bigint"),
     ("f_category_views", "bigint"),
@@ -180,22 +184,32 @@ def features(row: dict) -> dict:
 
 
 def test_features_equal_hand_counts(examples):
-    # C: window [-44 h, 4 h): the -44 h view is in, the -60 h view is out.
+    # C: window [-44 h, 4 h): the -44 h view is in, the -60 h view is out (also of C's category
+    # by C's user); C's user bought C's item at -1 h, before the first view: a prior event.
     assert features(examples[(2, 10)]) == {
         "user_views": 1,
         "user_buys": 1,
         "user_carts": 0,
+        "user_favs": 0,
+        "user_recent_views": 0,
+        "user_category_views": 1,
+        "pair_prior_events": 1,
         "item_views": 2,
         "item_buys": 1,
         "category_views": 4,
         "category_buys": 1,
         "item_conversion_rate": 0.0,
     }
-    # B: the fav and the view at B's own instant are not "strictly before".
+    # B: the fav and the view at B's own instant are not "strictly before"; A's view 1 h before
+    # is a recent view (the hour is [t - 1 h, t)) and one of B's category.
     assert features(examples[(1, 11)]) == {
         "user_views": 1,
         "user_buys": 0,
         "user_carts": 0,
+        "user_favs": 0,
+        "user_recent_views": 1,
+        "user_category_views": 1,
+        "pair_prior_events": 0,
         "item_views": 0,
         "item_buys": 0,
         "category_views": 2,
@@ -207,6 +221,10 @@ def test_features_equal_hand_counts(examples):
         "user_views": 1,
         "user_buys": 1,
         "user_carts": 0,
+        "user_favs": 0,
+        "user_recent_views": 0,
+        "user_category_views": 0,
+        "pair_prior_events": 0,
         "item_views": 0,
         "item_buys": 0,
         "category_views": 0,
@@ -218,6 +236,10 @@ def test_features_equal_hand_counts(examples):
         "user_views": 0,
         "user_buys": 1,
         "user_carts": 1,
+        "user_favs": 0,
+        "user_recent_views": 0,
+        "user_category_views": 0,
+        "pair_prior_events": 0,
         "item_views": 3,
         "item_buys": 2,
         "category_views": 4,
@@ -230,6 +252,10 @@ def test_features_equal_hand_counts(examples):
         "user_views": 0,
         "user_buys": 0,
         "user_carts": 0,
+        "user_favs": 0,
+        "user_recent_views": 0,
+        "user_category_views": 0,
+        "pair_prior_events": 0,
         "item_views": 5,
         "item_buys": 2,
         "category_views": 7,

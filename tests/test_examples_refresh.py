@@ -139,7 +139,7 @@ def test_changed_settings_or_missing_change_feed_rebuild_everything(
         f"feedback.feature_lookback_days={L_DAYS}",
     )
     step = plan(spark, longer)
-    assert step.mode == "full" and "W or L changed" in step.reason
+    assert step.mode == "full" and "W, L or the recent-activity span changed" in step.reason
 
     path = cfg.table_path("events")
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")

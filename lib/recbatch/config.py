@@ -180,6 +180,9 @@ class FeedbackSettings(_Section):
     max_weight: float = Field(10.0, ge=1, description="clip of 1/s for observed positives")
     max_flip_probability: float = Field(0.95, gt=0, le=1, description="clip of z")
     feature_lookback_days: int = Field(30, ge=1, description="history window of the features")
+    recent_activity_hours: float = Field(
+        1.0, gt=0, description="span of the user's recent views (feature f_user_recent_views)"
+    )
     examples_refresh: Literal["incremental", "full"] = Field(
         "incremental",
         description="incremental: rebuild only the examples new events can change "
@@ -202,9 +205,18 @@ class FeedbackSettings(_Section):
             raise ValueError("feedback.elapsed_buckets_hours must be positive and increasing")
         return value
 
+    @model_validator(mode="after")
+    def _recent_within_lookback(self) -> FeedbackSettings:
+        if self.recent_activity_hours > self.feature_lookback_days * 24:
+            raise ValueError(
+                "feedback.recent_activity_hours must not exceed feature_lookback_days * 24 "
+                "(an incremental refresh reads events back to the lookback only)"
+            )
+        return self
+
 
 class ConversionSettings(_Section):
-    """The conversion model (feedback/conversion.py): torch MLP trained on Petastorm tensors."""
+    """The conversion model (feedback/conversion/): torch MLP trained on Petastorm tensors."""
 
     epochs: int = Field(
         40, ge=1, description="at most this many passes (early stopping usually ends sooner)"

@@ -64,13 +64,22 @@ FEATURE_COLUMNS = (
     "f_user_views",
     "f_user_buys",
     "f_user_carts",
+    "f_user_favs",
+    "f_user_recent_views",
+    "f_user_category_views",
+    "f_pair_prior_events",
     "f_item_views",
     "f_item_buys",
     "f_category_views",
     "f_category_buys",
     "f_item_conversion_rate",
 )
-"""Counts are long, the rate is double; all are non-null (0 without history)."""
+"""Counts are long, the rate is double; all are non-null (0 without history). In ``[t - L, t)``
+unless said: the user's views, buys, carts, favourites; the user's views in the last
+``feedback.recent_activity_hours`` (a session's momentum); the user's views of the item's
+category (intent for that kind of item); the user's favourites, carts and buys of *this* item
+before its first view (carted from a list or a recommendation widget: strong intent); the item's
+and the category's views and buys; the item's conversion rate over examples whose window closed."""
 
 EXAMPLE_COLUMNS = (
     "example_id",
@@ -144,13 +153,15 @@ def _is(event_type: str) -> Column:
     return F.col("event_type") == event_type
 
 
-def _count_in_range(value: Column, key: str, order: str, start: int, end: int) -> Column:
+def _count_in_range(
+    value: Column, key: str | list[str], order: str, start: int, end: int
+) -> Column:
     """Non-null ``value`` rows of the same ``key`` with ``order`` in ``[o - start, o - end]``.
 
     Same as ``count(value)`` over ``rangeBetween(-start, -end)``, computed as the difference of
     two running counts (module docstring: linear where the sliding frame is quadratic).
     """
-    running = Window.partitionBy(key).orderBy(order)
+    running = Window.partitionBy(*([key] if isinstance(key, str) else key)).orderBy(order)
     up_to_end = F.count(value).over(running.rangeBetween(Window.unboundedPreceding, -end))
     before_start = F.count(value).over(running.rangeBetween(Window.unboundedPreceding, -start - 1))
     return up_to_end - before_start
@@ -166,11 +177,20 @@ def _as_of_counts(
     ]
 
 
-def _first_views_with_counts(events: DataFrame, lookback: int) -> DataFrame:
-    """The first view of each (user, item) with its as-of activity counts."""
+def _first_views_with_counts(events: DataFrame, lookback: int, recent: int) -> DataFrame:
+    """The first view of each (user, item) with its as-of activity counts (``FEATURE_COLUMNS``;
+    ``recent``: the span of the user's recent views, microseconds)."""
+    views, others = F.when(_is("view"), True), F.when(~_is("view"), True)
     with_counts = events.select(
         "*",
-        *_as_of_counts(events, "user_id", "user", ("view", "buy", "cart"), lookback),
+        *_as_of_counts(events, "user_id", "user", ("view", "buy", "cart", "fav"), lookback),
+        _count_in_range(views, "user_id", "_t", recent, 1).alias("f_user_recent_views"),
+        _count_in_range(views, ["user_id", "category_id"], "_t", lookback, 1).alias(
+            "f_user_category_views"
+        ),
+        _count_in_range(others, ["user_id", "item_id"], "_t", lookback, 1).alias(
+            "f_pair_prior_events"
+        ),
         *_as_of_counts(events, "item_id", "item", ("view", "buy"), lookback),
         *_as_of_counts(events, "category_id", "category", ("view", "buy"), lookback),
     )
@@ -246,7 +266,8 @@ def build_examples(events: DataFrame, settings: FeedbackSettings) -> DataFrame:
     """
     window = window_micros(settings.attribution_window_hours)
     lookback = settings.feature_lookback_days * MICROS_PER_DAY
-    rows = _example_rows(_prepared(events), lookback, window)
+    recent = window_micros(settings.recent_activity_hours)
+    rows = _example_rows(_prepared(events), lookback, window, recent=recent)
     return rows.select(*EXAMPLE_COLUMNS[:-1], _item_conversion_rate(lookback, window))
 
 
@@ -267,7 +288,14 @@ def build_examples_since(
     since = F.lit(start).cast("timestamp")
     recent = _prepared(events).where(F.col("_t") >= F.unix_micros(since) - lookback)
     settled_pairs = settled.where(F.col("view_ts") < since).select("user_id", "item_id")
-    rows = _example_rows(recent, lookback, window, since=since, settled_pairs=settled_pairs)
+    rows = _example_rows(
+        recent,
+        lookback,
+        window,
+        recent=window_micros(settings.recent_activity_hours),
+        since=since,
+        settled_pairs=settled_pairs,
+    )
     earlier = settled.where(
         (F.col("view_ts") < since) & (F.unix_micros("view_ts") >= F.unix_micros(since) - lookback)
     ).select(
@@ -291,6 +319,7 @@ def _example_rows(
     lookback: int,
     window: int,
     *,
+    recent: int,
     since: Column | None = None,
     settled_pairs: DataFrame | None = None,
 ) -> DataFrame:
@@ -298,7 +327,7 @@ def _example_rows(
 
     With ``since``: only first views at or after it whose pair is not in ``settled_pairs``.
     """
-    first_views = _first_views_with_counts(prepared, lookback)
+    first_views = _first_views_with_counts(prepared, lookback, recent)
     if since is not None:
         first_views = first_views.where(F.col("view_ts") >= since)
     if settled_pairs is not None:
@@ -364,12 +393,19 @@ def write_examples(
     days. Replacing only the dates of the new events (``replaceWhere``) would leave stale or
     duplicated rows elsewhere. A full overwrite is one atomic commit (readers see the old or
     the new table, never a mix), the same input gives the same rows, and time travel keeps the
-    previous versions. The schema must stay the one in the table: a changed column list fails
-    the write instead of silently evolving the table (drop the table to change it).
+    previous versions. A table with another column list (features added by a newer recbatch)
+    is replaced with this one's schema, in full and with a warning, never merged.
     """
-    action = "replacing" if is_delta_table(spark, path) else "creating"
-    log.info("%s the examples table %s", action, path)
+    exists = is_delta_table(spark, path)
+    log.info("%s the examples table %s", "replacing" if exists else "creating", path)
     writer = examples.select(*EXAMPLE_COLUMNS).write.format("delta")
+    if exists and tuple(spark.read.format("delta").load(path).columns) != EXAMPLE_COLUMNS:
+        log.warning(
+            "the examples table at %s has another column list (an older recbatch's features): "
+            "the full rebuild replaces its schema (time travel keeps the old version)",
+            path,
+        )
+        writer = writer.option("overwriteSchema", "true")
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
     writer.mode("overwrite").partitionBy(PARTITION_COLUMN).save(path)

@@ -52,11 +52,16 @@ class ExamplesBuild:
     events_version: int
     attribution_window_hours: float
     feature_lookback_days: int
+    recent_activity_hours: float | None = None
+    """None in builds from before the setting existed: they differ from any build now."""
 
     @classmethod
     def of(cls, events_version: int, settings: FeedbackSettings) -> ExamplesBuild:
         return cls(
-            events_version, settings.attribution_window_hours, settings.feature_lookback_days
+            events_version,
+            settings.attribution_window_hours,
+            settings.feature_lookback_days,
+            settings.recent_activity_hours,
         )
 
     def to_json(self) -> str:
@@ -106,8 +111,9 @@ def plan_examples_refresh(
         )
     if built != ExamplesBuild.of(built.events_version, settings):
         return full(
-            f"W or L changed since the last build ({built.attribution_window_hours} h,"
-            f" {built.feature_lookback_days} d)"
+            f"W, L or the recent-activity span changed since the last build "
+            f"({built.attribution_window_hours} h, {built.feature_lookback_days} d, "
+            f"{built.recent_activity_hours} h)"
         )
     if built.events_version == version:
         return RefreshPlan("current", version, "no events table commit since the last build")

@@ -1,8 +1,9 @@
 """The ``scores`` stage: the production conversion model's score and uncertainty per example.
 
 The model is the conversion model trained as the pipeline's weighting says
-(``feedback.weighting``), on the examples viewed before the training cutoff ``T`` with labels and
-weights as observed at ``T`` (``feedback.conversion.protocol`` explains ``T`` and the windows). Its shape comes from
+(``feedback.weighting``), on the examples of the training window before the cutoff ``T`` with
+labels and weights as observed at ``T`` (``feedback.conversion.protocol`` explains ``T`` and the
+windows). Its shape comes from
 ``uncertainty``: several bootstrap heads (``heads``) or dropout (``mc_dropout``). It scores the
 examples viewed in ``[T, T + test_days)``, whose true labels are known by the data's end: those
 labelled scores are what the thresholds are fitted, certified and evaluated on.
