@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/link_thresholds.py [--datasets cora_ml,wiki_vote] [--seeds 0,1]
         [--methods mc_dropout,heads] [--targets 0.7,0.8,0.9] [--resamples 20]
-        [--work-dir var/bench/blade] [--set key=value ...]
+        [--work-dir var/bench/blade] [--alternatives] [--cost-pairs 1000000]
+        [--set key=value ...]
     .venv/bin/python bench/link_thresholds.py --embedded [--config conf/local.yaml]
 
 For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLADE trained on its
@@ -13,8 +14,8 @@ For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLAD
    referee's own sampled targets of the same source (base rate 1 / (1 + r): precision is "share
    of accepted pairs that are real edges at r sampled non-edges per real edge");
 2. the scorer's heads are fitted on training pairs (``recbatch.links``), the pairs scored with
-   their uncertainty in Spark; the scoring cost is printed per 1M pairs (timed alone on cached
-   pairs, ``local[2]``);
+   their uncertainty in Spark; ``--cost-pairs N`` times scoring N random pairs alone (no-op
+   sink, ``local[2]``) and prints seconds per 1M pairs;
 3. one histogram pass, then both rules at every target precision, over ``--resamples`` reseeded
    three-way splits (calibration / selection / evaluation): mean evaluation recall of the
    per-bucket rule and of the single threshold, their ratio, and how often the certified rule
@@ -22,6 +23,12 @@ For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLAD
 4. reliability: per uncertainty quintile, the mean score and the positive rate of the pairs, and
    the positive rate at equal score (pairs scoring in the top score quintile), which must fall
    with uncertainty for per-bucket thresholds to win.
+
+``--alternatives`` repeats steps 3-4 with other uncertainties of the same pairs, to see which
+gives per-bucket thresholds the most: the spread of the members' *logits* instead of their
+probabilities (not squashed towards 0 at low scores), and node evidence (``1/sqrt(1 + degree)``
+of the source's out-degree, the target's in-degree, the smaller total degree of the two, and the
+sum over both ends). The pairs' member logits are computed on the driver (a bench-sized test set).
 
 ``--embedded`` does steps 3-4 on the ``scores`` (``model = 'link'``) of a pipeline run of the
 config (the embedded default: run ``./spark-submit.sh pipeline`` first).
@@ -163,6 +170,51 @@ def report(name: str, scores: DataFrame, settings: ThresholdSettings, args) -> N
     print(reliability(scores).to_string(index=False, float_format="%.3f"), flush=True)
 
 
+def alternative_uncertainties(
+    spark: SparkSession, scored: DataFrame, members, heads, nodes: DataFrame
+) -> dict[str, DataFrame]:
+    """Other uncertainties of the scored pairs (module docstring ``--alternatives``), each a
+    frame of ``pair_id``, ``label``, ``score``, ``uncertainty``."""
+    import torch
+
+    from recbatch.links.scorer import LinkScorer
+
+    frame = scored.select("pair_id", "src_index", "dst_index", "label", "score").toPandas()
+    deg = nodes.select("node_index", "in_degree", "out_degree").toPandas().sort_values("node_index")
+    indeg, outdeg = deg.in_degree.to_numpy(), deg.out_degree.to_numpy()
+    src, dst = frame.src_index.to_numpy(), frame.dst_index.to_numpy()
+    with torch.no_grad():
+        index = torch.as_tensor(np.stack([src, dst], 1), dtype=torch.long)
+        logits = LinkScorer(members, heads)(index).double().numpy()
+    total_src, total_dst = outdeg[src] + indeg[src], outdeg[dst] + indeg[dst]
+    variants = {
+        "logit_sd": logits.std(1),
+        "evidence_source_out": 1 / np.sqrt(1 + outdeg[src]),
+        "evidence_target_in": 1 / np.sqrt(1 + indeg[dst]),
+        "evidence_min_degree": 1 / np.sqrt(1 + np.minimum(total_src, total_dst)),
+        "evidence_sum": 1 / np.sqrt(1 + total_src) + 1 / np.sqrt(1 + total_dst),
+    }
+    base = frame[["pair_id", "label", "score"]]
+    return {
+        name: spark.createDataFrame(base.assign(uncertainty=values.astype(float)))
+        for name, values in variants.items()
+    }
+
+
+def scoring_cost(spark: SparkSession, members, heads, num_nodes: int, pairs: int) -> float:
+    """Seconds per 1M pairs to score ``pairs`` random (source, target) pairs with their
+    uncertainty in Spark (``mapInPandas``, written to the no-op sink: compute only)."""
+    random_pairs = spark.range(pairs).select(
+        "id",
+        F.pmod(F.xxhash64("id", F.lit(1)), F.lit(num_nodes)).cast("int").alias("src_index"),
+        F.pmod(F.xxhash64("id", F.lit(2)), F.lit(num_nodes)).cast("int").alias("dst_index"),
+    )
+    scored = score_pairs(spark, random_pairs, members, heads, keep=["id"])
+    start = time.monotonic()
+    scored.write.format("noop").mode("overwrite").save()
+    return (time.monotonic() - start) / pairs * 1e6
+
+
 def scored_split(
     spark: SparkSession, cfg: RecbatchConfig, split: Path, nodes: DataFrame, edges: DataFrame
 ) -> tuple[DataFrame, float]:
@@ -174,13 +226,15 @@ def scored_split(
     n = pairs.count()
     members = link_members(spark, cfg, nodes)
     heads, _ = fit_scorer(edges, members, unc, num_nodes)
-    scored = score_pairs(spark, pairs, members, heads, keep=["pair_id", "label"])
+    scored = score_pairs(
+        spark, pairs, members, heads, keep=["pair_id", "label", "src_index", "dst_index"]
+    )
     start = time.monotonic()
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     scored.count()
     seconds = time.monotonic() - start
     pairs.unpersist()
-    return scored, seconds / n * 1e6
+    return scored, seconds / n * 1e6, members, heads
 
 
 def main() -> None:
@@ -196,6 +250,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--embedded", action="store_true")
+    ap.add_argument("--alternatives", action="store_true", help="other uncertainties too")
+    ap.add_argument("--cost-pairs", type=int, default=0, help="time scoring this many pairs")
     args = ap.parse_args()
     args.targets = [float(t) for t in args.targets.split(",")]
     if not args.embedded:  # the dev graphs' test pairs: 13k (cora_ml) to 160k (wiki_vote)
@@ -243,12 +299,30 @@ def main() -> None:
                     .load(cfg.table_path("graph_edges"))
                     .where(F.col("run_date") == F.lit(RUN_DATE))
                 )
-                scored, per_million = scored_split(spark, cfg, split, nodes, edges)
+                scored, per_million, members, heads = scored_split(spark, cfg, split, nodes, edges)
                 print(
                     f"\n## {dataset} seed {seed} {method}: scoring {per_million:.1f} s per 1M pairs",
                     flush=True,
                 )
                 report(f"{dataset} seed {seed} {method}", scored, cfg.link_thresholds, args)
+                if args.cost_pairs:
+                    cost = scoring_cost(spark, members, heads, nodes.count(), args.cost_pairs)
+                    print(
+                        f"scoring cost ({method}, {members.count} member(s) x "
+                        f"{heads.weight.shape[0]} head(s)): {cost:.1f} s per 1M pairs over "
+                        f"{args.cost_pairs:,} random pairs",
+                        flush=True,
+                    )
+                if args.alternatives:
+                    for name, frame in alternative_uncertainties(
+                        spark, scored, members, heads, nodes
+                    ).items():
+                        report(
+                            f"{dataset} seed {seed} {method}, uncertainty {name}",
+                            frame,
+                            cfg.link_thresholds,
+                            args,
+                        )
                 scored.unpersist()
 
 
