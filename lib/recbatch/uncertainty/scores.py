@@ -32,13 +32,11 @@ from recbatch.feedback.conversion import (
     data_end,
     evaluation_window,
     map_model,
-    train,
     training_data,
-    weighted_training_rows,
-    write_training_sets,
 )
+from recbatch.feedback.conversion.evaluate import train_method
 from recbatch.io.delta import is_delta_table, replace_where
-from recbatch.log import get_logger, timed
+from recbatch.log import get_logger
 from recbatch.uncertainty.estimators import predict_with_uncertainty
 
 log = get_logger(__name__)
@@ -118,18 +116,7 @@ def build_scores(
     work = f"{cfg.path('work')}/scores/{run_date.isoformat()}"
     data = training_data(examples, window, cfg)
     try:
-        rows = weighted_training_rows(cfg.feedback.weighting, data, cfg, settings)
-        with timed(log, f"writing the training set under {work}"):
-            sets = write_training_sets(rows, work, settings)
-        with timed(log, f"training the {unc.method} conversion model on {sets.train_rows} rows"):
-            result = train(
-                spark,
-                sets.train_path,
-                len(data.stats),
-                settings,
-                val_path=sets.val_path,
-                train_rows=sets.train_rows,
-            )
+        result, sets, _ = train_method(spark, cfg.feedback.weighting, data, cfg, settings, work)
     finally:
         data.release()
     cutoff, n_train = window.cutoff, sets.train_rows + sets.val_rows
