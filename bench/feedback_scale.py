@@ -11,7 +11,7 @@ timed as a stage): the truth views and the observed events are written as Parque
 1. ``examples``: ``build_examples`` on the events, written as a Delta table (``write_examples``);
 2. ``flip``: counterfactual training set, hazard cells, delay CDF and the held-out calibration
    (what ``feedback.stage`` does before the weights);
-3. ``weights``: ``apply_flip_model`` + ``training_weights`` at T, written as a Delta table.
+3. ``weights``: ``apply_hazard`` + ``training_weights`` at T, written as a Delta table.
 
 T is the last event time (as ``feedback.stage.snapshot_cutoff`` without ``feedback.cutoff``).
 Memory is sampled every 0.2 s during each stage: driver Python RSS (psutil), the Spark JVM's RSS
@@ -40,7 +40,7 @@ from recbatch.config import load_config  # noqa: E402
 from recbatch.events.generator import build_catalog, observed_events, simulate_views  # noqa: E402
 from recbatch.feedback.examples import build_examples, write_examples  # noqa: E402
 from recbatch.feedback.flip import (  # noqa: E402
-    apply_flip_model,
+    apply_hazard,
     calibration,
     counterfactual_training_set,
     expected_calibration_errors,
@@ -205,7 +205,7 @@ def main(argv=None) -> None:
         fit_rows, heldout = split_holdout(training)
         check = fit_hazard(fit_rows, settings)
         ece = expected_calibration_errors(
-            calibration(apply_flip_model(heldout, check, observation, settings))
+            calibration(apply_hazard(heldout, check, observation, settings))
         )
         state.update(cells=cells, observation=observation, ece=ece, training=training)
         return training.count()
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     stage("flip (training set + hazard + delay CDF + held-out ECE)", flip_stage)
 
     def weights_stage() -> int:
-        scored = apply_flip_model(
+        scored = apply_hazard(
             observe_at(examples, cutoff, settings),
             state["cells"],
             state["observation"],

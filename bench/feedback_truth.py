@@ -34,7 +34,7 @@ from pyspark.storagelevel import StorageLevel  # noqa: E402
 
 from recbatch.config import load_config  # noqa: E402
 from recbatch.feedback.flip import (  # noqa: E402
-    apply_flip_model,
+    apply_hazard,
     counterfactual_training_set,
     fit_hazard,
     fit_observation,
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     cells = fit_hazard(training, settings)
     observation = fit_observation(examples, cutoff, settings)
     at_t = observe_at(examples, cutoff, settings)
-    scored = apply_flip_model(at_t, cells, observation, settings)
+    scored = apply_hazard(at_t, cells, observation, settings)
     truth = true_flip_probability(at_t, views, settings).persist(StorageLevel.MEMORY_AND_DISK)
     table = flip_calibration_against_truth(scored, truth).persist()
 

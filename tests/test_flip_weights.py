@@ -33,17 +33,20 @@ from recbatch.feedback.flip import (
     CELLS_SCHEMA,
     OBSERVATION_SCHEMA,
     SIGNAL_STATES,
-    apply_flip_model,
+    apply_hazard,
     apply_logistic,
     calibration,
     counterfactual_cutoffs,
     counterfactual_training_set,
     elapsed_bucket_bounds,
     expected_calibration_errors,
+    fit_boosted,
     fit_hazard,
     fit_logistic,
+    fit_logistic_recalibrated,
     fit_observation,
     observe_at,
+    ranking_auc,
     split_holdout,
 )
 from recbatch.feedback.weights import (
@@ -424,7 +427,7 @@ def test_calibration_on_a_heldout_counterfactual_cutoff(sim_training: DataFrame)
     assert fit_rows.join(heldout, "example_id").isEmpty(), "no example on both sides"
     cells = fit_hazard(fit_rows, SIM)
     observation = _unit_observation(sim_training.sparkSession)
-    scored = apply_flip_model(heldout, cells, observation, SIM)
+    scored = apply_hazard(heldout, cells, observation, SIM)
     table = calibration(scored).toPandas()
     print("\nheld-out calibration (hazard):")
     print(table.to_string(index=False))
@@ -477,6 +480,48 @@ def test_logistic_flip_model_is_calibrated_out_of_time(sim_training: DataFrame) 
     assert means["cart"] > means["fav"] > means["revisit"] > means["none"]
 
 
+def test_ranking_auc_is_sklearns_with_ties(spark: SparkSession) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    p = np.round(rng.random(3000), 2)  # many ties, as the hazard cells' z has
+    y = (rng.random(3000) < p**2).astype(float)
+    scope = np.where(rng.random(3000) < 0.5, "all", "cart")
+    frame = pd.DataFrame({"scope": scope, "p": p, "y": y})
+    got = {r["scope"]: r["auc"] for r in ranking_auc(spark.createDataFrame(frame)).collect()}
+    for name, group in frame.groupby("scope"):
+        assert got[name] == pytest.approx(roc_auc_score(group.y, group.p), abs=1e-12)
+    only_negatives = spark.createDataFrame(pd.DataFrame({"scope": ["a"], "p": [0.5], "y": [0.0]}))
+    assert ranking_auc(only_negatives).head()["auc"] is None
+
+
+@pytest.mark.parametrize("learner", ["logistic", "boosted"])
+def test_recalibrated_learners_match_realised_flips_per_signal_out_of_time(
+    sim_training: DataFrame, learner: str
+) -> None:
+    """A learner on the features (noise here), elapsed time and signal state, recalibrated per
+    state: on the held-out cutoff each state's predicted flips match the realised ones, and the
+    noise features do not cost ranking against the hazard cells (the true law is per cell)."""
+    fit_rows, heldout = split_holdout(sim_training)
+    observation = _unit_observation(heldout.sparkSession)
+    fit = fit_boosted if learner == "boosted" else fit_logistic_recalibrated
+    model = fit(fit_rows, SIM.model_copy(update={"flip_trees": 20}))
+    table = calibration(model.apply(heldout, observation, SIM)).toPandas()
+    cells = calibration(apply_hazard(heldout, fit_hazard(fit_rows, SIM), observation, SIM))
+    hazard = cells.toPandas().set_index("scope")
+    print(f"\nheld-out calibration ({learner}):")
+    print(table.to_string(index=False))
+    table = table.set_index("scope")
+    for scope, row in table.iterrows():
+        # realised flips are Poisson-like: 3 standard errors of the count, plus 5% for the fit
+        assert row.flips >= 20, scope  # the issue's rule: states with 20+ flips
+        ratio = row.mean_predicted / row.observed_rate
+        assert abs(ratio - 1) <= 3 / math.sqrt(row.flips) + 0.05, (scope, ratio, row.flips)
+        assert row.auc >= hazard.loc[scope, "auc"] - 0.03, (scope, row.auc, hazard.loc[scope])
+    assert table.loc["all", "ece"] < 0.02
+    assert table.loc["all", "auc"] > 0.6
+
+
 def test_apply_flip_model_rules(spark: SparkSession) -> None:
     settings = FeedbackSettings(attribution_window_hours=24, elapsed_buckets_hours=[3, 8, 16])
     cells = spark.createDataFrame(
@@ -503,7 +548,7 @@ def test_apply_flip_model_rules(spark: SparkSession) -> None:
     df = spark.createDataFrame(
         rows, "example_id long, observed_label int, elapsed_s double, signal_state string"
     )
-    got = _by_id(apply_flip_model(df, cells, observation, settings))
+    got = _by_id(apply_hazard(df, cells, observation, settings))
     assert {i: (r["flip_probability"], r["observation_probability"]) for i, r in got.items()} == {
         1: pytest.approx((0.1, 0.1)),
         2: pytest.approx((0.8, 0.7)),
@@ -512,7 +557,7 @@ def test_apply_flip_model_rules(spark: SparkSession) -> None:
         5: (0.0, 1.0),
     }
     with pytest.raises(ValueError, match="observed_label"):
-        apply_flip_model(df.drop("observed_label"), cells, observation, settings)
+        apply_hazard(df.drop("observed_label"), cells, observation, settings)
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -600,7 +645,7 @@ def test_weights_are_vanilla_when_nothing_can_flip(
     """Mature examples get z = 0, s = 1 from the model and then every method's weights are 1
     (FNW aside: it counts each conversion as a negative too, by design, mature or not)."""
     mature = observe_at(sim, T, SIM).filter("mature")
-    weighted = _all_methods(apply_flip_model(mature, *sim_models, SIM))
+    weighted = _all_methods(apply_hazard(mature, *sim_models, SIM))
     differs = [
         F.sum((F.col(f"{m}_{side}") != F.col(f"vanilla_{side}")).cast("int")).alias(f"{m}_{side}")
         for m in METHODS
@@ -630,7 +675,7 @@ def test_weighted_loss_is_unbiased_on_the_simulated_population(
     vanilla misses by tens of standard errors.
     """
     immature = observe_at(sim, T, SIM).filter(~F.col("mature"))
-    weighted = _all_methods(apply_flip_model(immature, *sim_models, SIM))
+    weighted = _all_methods(apply_hazard(immature, *sim_models, SIM))
     # a fixed predictor f per signal state; its log loss under each method's weights
     f = {"none": 0.1, "revisit": 0.2, "fav": 0.3, "cart": 0.6}
     f_col = F.create_map(*[F.lit(x) for kv in f.items() for x in kv])[F.col("signal_state")]

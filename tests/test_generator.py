@@ -345,6 +345,46 @@ def test_category_delay_spread_shifts_each_category_by_its_recorded_law(
     assert big and all(abs(r["residual_mean"]) < 0.6 for r in big), big
 
 
+def test_user_propensity_is_one_term_per_user_and_shows_in_the_users_carts(
+    spark: SparkSession, data_root: Path
+) -> None:
+    """With ``user_propensity_sd`` each user's views share one extra purchase-logit term, normal
+    with that sd, and keen users favourite and cart more (rates x exp(term / 2)): what a
+    conversion model can learn from the user's history."""
+    run = _generate(
+        spark, data_root, "propensity", "generator.user_propensity_sd=1.5", "generator.seed=3"
+    )
+    gen = run.cfg.generator
+    quality = run.truth(spark, "items").select("item_id", "quality")
+    p = F.col("buy_probability")
+    known = (
+        F.lit(gen.buy_base_logit)
+        + F.col("quality")
+        + F.when(F.col("cart_ts").isNotNull(), gen.buy_cart_logit).otherwise(0.0)
+        + F.when(F.col("fav_ts").isNotNull(), gen.buy_fav_logit).otherwise(0.0)
+        + F.when(F.col("follow_up_of").isNotNull(), gen.follow_up_buy_logit).otherwise(0.0)
+    )
+    views = run.truth(spark, "views").join(quality, "item_id")
+    users = (
+        views.select("user_id", (F.log(p / (1 - p)) - known).alias("term"), "cart_ts")
+        .groupBy("user_id")
+        .agg(
+            F.min("term").alias("lo"),
+            F.max("term").alias("hi"),
+            F.avg(F.col("cart_ts").isNotNull().cast("double")).alias("cart_rate"),
+            F.count("*").alias("views"),
+        )
+        .toPandas()
+    )
+    assert (users.hi - users.lo).abs().max() < 1e-6, "one term per user"
+    assert len(users) >= 400 and abs(users.lo.mean()) < 0.2
+    assert abs(users.lo.std() - 1.5) < 0.2, users.lo.std()
+    carts = users.cart_rate * users.views
+    keen = users.lo > users.lo.median()
+    keen_rate, other_rate = (carts[m].sum() / users.views[m].sum() for m in (keen, ~keen))
+    assert keen_rate > 1.5 * other_rate, (keen_rate, other_rate)
+
+
 def test_signals_are_in_funnel_order(spark: SparkSession, base: Run) -> None:
     views = base.truth(spark, "views")
     assert views.count() == views.select("view_id").distinct().count()

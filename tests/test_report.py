@@ -74,7 +74,10 @@ SCORES_DDL = (
     "example_id long, view_ts timestamp, score double, uncertainty double, label int"
 )
 # feedback.flip.calibration's output (stamped by the stage with run_date and cutoff).
-CALIBRATION_DDL = "scope string, n long, mean_predicted double, observed_rate double, ece double"
+CALIBRATION_DDL = (
+    "scope string, n long, flips long, mean_predicted double, observed_rate double, ece double, "
+    "auc double"
+)
 RUNS_DDL = (
     "run_id string, run_date date, stage string, status string, started_at timestamp, "
     "ended_at timestamp, seconds double, rows_in long, rows_out long, error string"
@@ -196,12 +199,17 @@ def write_flip_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
             "elapsed_bucket",
             "left",
         )
-        .select("*", F.lit(RUN_DATE).alias("run_date"), F.lit(CUTOFF).alias("cutoff"))
+        .select(
+            "*",
+            F.lit("boosted").alias("learner"),
+            F.lit(RUN_DATE).alias("run_date"),
+            F.lit(CUTOFF).alias("cutoff"),
+        )
     )
     model.write.format("delta").save(_path(cfg, "flip_model"))
     scopes = [
-        ("all", 800, 0.07, 0.072, 0.004),
-        *[(st, 200, r, r * 1.1, r / 20) for st, r in states.items()],
+        ("all", 800, 58, 0.07, 0.072, 0.004, 0.81),
+        *[(st, 200, int(200 * r * 1.1), r, r * 1.1, r / 20, 0.7) for st, r in states.items()],
     ]
     calibration = spark.createDataFrame(scopes, CALIBRATION_DDL).select(
         "*", F.lit(RUN_DATE).alias("run_date"), F.lit(CUTOFF).alias("cutoff")
@@ -500,6 +508,7 @@ def test_full_report_has_every_section_and_valid_pngs(full_cfg, full_report: Pat
     assert page.count("Skipped:") == 0, re.findall(r'<p class="note">[^<]*', page)
     assert "<script" not in page
     assert "A sample of recommendations" in page and page.count("<td>yes</td>") >= 3
+    assert "by the <em>boosted</em> learner" in page and "AUC of z" in page
     assert page.index(f"<h2>{TITLES[5]}</h2>") < page.index(f"<h2>{TITLES[6]}</h2>")
     srcs = images(full_report)
     assert sorted(srcs) == [

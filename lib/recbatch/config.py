@@ -110,6 +110,13 @@ class GeneratorSettings(_Section):
     fav_rate: float = Field(0.04, ge=0, le=1)
     cart_rate: float = Field(0.08, ge=0, le=1)
     buy_base_logit: float = Field(-4.6, description="logit of buying a viewed item, no signal")
+    item_quality_sd: float = Field(0.5, ge=0, description="sd of an item's purchase-logit term")
+    user_propensity_sd: float = Field(
+        0.0,
+        ge=0,
+        description="sd of a user's purchase-logit term; the user's favourite and add-to-cart "
+        "rates scale with exp(term / 2), so the user's history shows it (0: all users alike)",
+    )
     buy_cart_logit: float = Field(3.2, description="logit added by an add-to-cart")
     buy_fav_logit: float = Field(1.0, description="logit added by a favourite")
     delay_median_hours: float = Field(3.0, gt=0, description="median view-to-buy delay")
@@ -176,6 +183,23 @@ class FeedbackSettings(_Section):
         description="upper edges of elapsed-time buckets (a last bucket runs to W)",
     )
     prior_strength: float = Field(20.0, ge=0, description="Beta smoothing of sparse hazard cells")
+    flip_learner: Literal["logistic", "boosted", "hazard"] = Field(
+        "logistic",
+        description="logistic: MLlib logistic regression on the features, signal state and "
+        "elapsed bucket; boosted: MLlib gradient-boosted trees (needs hundreds of flips, costs "
+        "minutes); both recalibrated per signal state; hazard: z per (signal state, elapsed "
+        "bucket) cell (docs/delayed_feedback.md)",
+    )
+    flip_trees: int = Field(40, ge=1, description="boosted: trees")
+    flip_tree_depth: int = Field(4, ge=1, le=10, description="boosted: depth of each tree")
+    flip_calibration_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="share of the counterfactual examples (by example id) kept out of the "
+        "logistic or boosted learner to recalibrate its z per signal state",
+    )
+    flip_seed: int = Field(0, description="boosted: seed of the trees' row subsampling")
     weighting: Literal["importance_sampling", "label_correction"] = "label_correction"
     max_weight: float = Field(10.0, ge=1, description="clip of 1/s for observed positives")
     max_flip_probability: float = Field(0.95, gt=0, le=1, description="clip of z")

@@ -13,13 +13,19 @@ The world it simulates (all knobs in ``GeneratorSettings``):
   ``sessions_per_user``). A session starts at a uniform time in the window, views an anchor item
   (by popularity) and browses the same category (by popularity within it), a couple of minutes
   apart. A view may lead to a favourite and an add-to-cart minutes later, and to a purchase with
-  probability ``sigmoid(buy_base_logit + item quality + cart + fav [+ follow-up])`` after a
+  probability ``sigmoid(buy_base_logit + item quality + user propensity + cart + fav
+  [+ follow-up])`` after a
   log-normal delay (median ``delay_median_hours``, spread ``delay_sigma``: hours to days, a long
   tail past a week; with ``category_delay_spread > 0`` each category shifts the log delay by its
   own normal draw: some are considered for days, others bought at once). An add-to-cart always precedes the purchase of its view. After a purchase the
   user may come back days later to view a true complement of what they bought, which they buy far
   more readily (up to two steps: phone -> case -> screen guard): that is the "U before V" signal
-  of the directed product graph. Nothing ever leads from V back to U.
+  of the directed product graph. Nothing ever leads from V back to U. Item quality is normal
+  (sd ``item_quality_sd``); a user's propensity is normal (sd ``user_propensity_sd``, 0 by
+  default) and also scales the user's favourite and add-to-cart rates by ``exp(propensity / 2)``:
+  keen buyers browse with intent, so their history (carts, favourites, buys) shows what the
+  conversion model can learn. The truth's ``buy_probability`` is each view's own probability, so
+  its AUC on a test window is the reachable AUC.
 * **Observation.** The raw log stops at ``start + days``: events at or after it are not in the
   log, though the ground truth keeps them (a late purchase is exactly what delayed feedback is
   about). All times are whole milliseconds (UTC), so the CSV log and the truth agree exactly.
@@ -175,7 +181,7 @@ def build_catalog(cfg: GeneratorSettings) -> Catalog:
     ranks = rng.permutation(n_items) + 1
     popularity = 1.0 / ranks.astype(np.float64) ** cfg.popularity_exponent
     popularity /= popularity.sum()
-    item_quality = rng.normal(0.0, 0.5, size=n_items)
+    item_quality = rng.normal(0.0, 1.0, size=n_items) * cfg.item_quality_sd
 
     items_by_category = np.argsort(item_category, kind="stable").astype(np.int64)
     counts = np.bincount(item_category, minlength=n_cat)
@@ -259,6 +265,7 @@ class _UserSimulator:
         self.quality = catalog.item_quality.tolist()
         self.item_category = catalog.item_category.tolist()
         self.delay_shift = catalog.category_delay_shift.tolist()
+        self.propensity = 0.0
 
     def _draw_item(self, rng: np.random.Generator, category: int | None) -> int:
         cat = self.cat
@@ -278,9 +285,10 @@ class _UserSimulator:
         depth: int,
     ) -> None:
         cfg = self.cfg
-        fav = rng.random() < cfg.fav_rate
-        cart = rng.random() < cfg.cart_rate * (2.0 if fav else 1.0)
-        logit = cfg.buy_base_logit + self.quality[item]
+        intent = math.exp(self.propensity / 2.0)
+        fav = rng.random() < cfg.fav_rate * intent
+        cart = rng.random() < cfg.cart_rate * (2.0 if fav else 1.0) * intent
+        logit = cfg.buy_base_logit + self.quality[item] + self.propensity
         if cart:
             logit += cfg.buy_cart_logit
         if fav:
@@ -334,6 +342,12 @@ class _UserSimulator:
     def simulate(self, user: int) -> list[tuple]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, 1, user])
+        # Its own stream: a zero spread leaves every other draw of the user unchanged.
+        self.propensity = (
+            float(np.random.default_rng([cfg.seed, 3, user]).normal(0.0, cfg.user_propensity_sd))
+            if cfg.user_propensity_sd > 0
+            else 0.0
+        )
         rows: list[tuple] = []
         for _ in range(self._n_sessions(rng)):
             ts = self.start_s + rng.random() * self.span_s

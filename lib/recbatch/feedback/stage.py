@@ -2,10 +2,12 @@
 
 Reads ``examples`` (and the snapshot time from ``events``), then for the run date writes:
 
-* ``flip_model``: the fitted hazard cells (signal state x elapsed bucket -> z) and the delay
-  CDF (s per bucket), so a run's weights can be explained and compared across runs;
-* ``flip_calibration``: expected calibration error of z on a held-out counterfactual cutoff,
-  overall and per signal state;
+* ``flip_model``: the flip model per cell (signal state x elapsed bucket -> its mean z, the
+  ``learner`` that gave it) and the delay CDF (s per bucket), so a run's weights can be
+  explained and compared across runs;
+* ``flip_calibration``: calibration (ECE, predicted vs realised flips) and ranking (AUC) of z on
+  a held-out counterfactual cutoff, overall and per signal state, for a model of the same learner
+  fitted without it;
 * ``training_weights``: one row per example at the cutoff with z, s and the loss weights of the
   configured method (docs/delayed_feedback.md).
 
@@ -24,13 +26,11 @@ from pyspark.storagelevel import StorageLevel
 from recbatch.config import RecbatchConfig
 from recbatch.errors import RecbatchError
 from recbatch.feedback.flip import (
-    apply_flip_model,
     calibration,
     counterfactual_cutoffs,
     counterfactual_training_set,
-    expected_calibration_errors,
     fit_flip_model,
-    fit_hazard,
+    fit_learner,
     score_at_cutoff,
     split_holdout,
 )
@@ -103,8 +103,30 @@ def _require_history(training: DataFrame, examples: DataFrame, cutoff: datetime,
 def _replace_run(
     spark: SparkSession, rows: DataFrame, path: str, run_date, extra: str = ""
 ) -> None:
+    """Replace this run date's rows; tables of older releases gain the new columns (the
+    ``learner`` of ``flip_model``, the ``flips`` and ``auc`` of ``flip_calibration``)."""
     predicate = f"run_date = '{run_date.isoformat()}'" + (f" AND {extra}" if extra else "")
-    replace_where(spark, rows, path, predicate)
+    replace_where(spark, rows, path, predicate, merge_schema=True)
+
+
+def _log_quality(learner: str, quality: dict[str, dict]) -> None:
+    """One line per scope: how well z is calibrated and ranks the flips on the held-out cutoff."""
+    for scope, row in quality.items():
+        ratio = (
+            row["mean_predicted"] / row["observed_rate"] if row["observed_rate"] else float("nan")
+        )
+        auc = "n/a" if row["auc"] is None else f"{row['auc']:.3f}"
+        log.info(
+            "flip model (%s) held out, %s: %d negatives, %d flips, predicted/realised %.2f, "
+            "ECE %.4f, AUC %s",
+            learner,
+            scope,
+            row["n"],
+            row["flips"],
+            ratio,
+            row["ece"],
+            auc,
+        )
 
 
 def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, object]:
@@ -118,25 +140,30 @@ def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, ob
         training = counterfactual_training_set(examples, cutoff, settings).persist()
         _require_history(training, examples, cutoff, cfg)
 
-        with timed(log, "fitting the hazard flip model and the delay CDF"):
-            cells, observation = fit_flip_model(examples, cutoff, settings, training)
+        with timed(log, f"fitting the {settings.flip_learner} flip model and the delay CDF"):
+            model = fit_flip_model(examples, cutoff, settings, training)
         with timed(log, "held-out calibration"):
             fit_rows, heldout = split_holdout(training)
-            check_cells = fit_hazard(fit_rows, settings)
-            table = calibration(apply_flip_model(heldout, check_cells, observation, settings))
-            ece = expected_calibration_errors(table)
-        log.info("flip model held-out ECE: %s", {k: round(v, 4) for k, v in ece.items()})
+            check = fit_learner(fit_rows, model.observation, settings)
+            table = calibration(check.apply(heldout, settings)).persist()
+            quality = {r["scope"]: r.asDict() for r in table.collect()}
+        _log_quality(model.learner, quality)
 
         stamp = [F.lit(run_date).alias("run_date"), F.lit(cutoff).alias("cutoff")]
-        model_rows = cells.join(
-            observation.select("elapsed_bucket", "positives", "s_upper", "s"),
-            "elapsed_bucket",
-            "left",
-        ).select("*", *stamp)
+        model_rows = (
+            model.cell_table(training, settings)
+            .join(
+                model.observation.select("elapsed_bucket", "positives", "s_upper", "s"),
+                "elapsed_bucket",
+                "left",
+            )
+            .select("*", F.lit(model.learner).alias("learner"), *stamp)
+        )
         _replace_run(spark, model_rows, cfg.table_path("flip_model"), run_date)
         _replace_run(spark, table.select("*", *stamp), cfg.table_path("flip_calibration"), run_date)
+        table.unpersist()
 
-        scored = score_at_cutoff(examples, cutoff, cells, observation, settings)
+        scored = score_at_cutoff(examples, cutoff, model, settings)
         weights = training_weights(scored, settings.weighting, settings, cutoff, run_date)
         with timed(log, f"writing training weights ({settings.weighting})"):
             _replace_run(
@@ -150,7 +177,13 @@ def flip_weights_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, ob
     finally:
         examples.unpersist()
     summary = _weights_summary(spark, cfg)
-    summary.update(cutoff=cutoff.isoformat(), ece_all=ece.get("all"))
+    overall = quality.get("all", {})
+    summary.update(
+        cutoff=cutoff.isoformat(),
+        flip_learner=model.learner,
+        ece_all=overall.get("ece"),
+        flip_auc=overall.get("auc"),
+    )
     log.info("training weights: %s", summary)
     return summary
 

@@ -223,7 +223,7 @@ def true_flip_probability(
 def flip_calibration_against_truth(
     scored: DataFrame, truth: DataFrame, learned_col: str = "flip_probability"
 ) -> DataFrame:
-    """Learned z (``scored``, from ``flip.apply_flip_model``) against the true z (``truth``, from
+    """Learned z (``scored``, from a flip model's ``apply``) against the true z (``truth``, from
     ``true_flip_probability`` on the same rows), on the observed negatives not yet mature.
 
     One row per (signal_state, elapsed_bucket) cell, then one total row per signal state

@@ -124,7 +124,7 @@ def training_weights(
     run_date: date,
 ) -> DataFrame:
     """Rows of the ``training_weights`` table (``TRAINING_WEIGHTS_COLUMNS``) from examples scored
-    by ``apply_flip_model``: ``flip_probability`` and ``observation_probability`` are the model's
+    by a flip model (``FlipModel.apply``): ``flip_probability`` and ``observation_probability`` are the model's
     values before clipping; ``w_pos``/``w_neg`` are clipped as configured."""
     if cutoff.tzinfo is None:
         raise ValueError(f"cutoff {cutoff.isoformat()} needs a UTC offset")
@@ -151,11 +151,11 @@ def training_weights_table(
     run_date: date,
     method: str | None = None,
 ) -> DataFrame:
-    """End to end: fit the hazard flip model and the delay CDF on data mature at ``cutoff``, score
+    """End to end: fit the flip model and the delay CDF on data mature at ``cutoff``, score
     the examples at ``cutoff`` (``view_ts <= cutoff``) and weight them by ``method`` (default
     ``settings.weighting``). The two fits run here (a few small actions); the result is lazy."""
     method = method or settings.weighting
-    cells, observation = fit_flip_model(examples, cutoff, settings)
-    scored = score_at_cutoff(examples, cutoff, cells, observation, settings)
+    model = fit_flip_model(examples, cutoff, settings)
+    scored = score_at_cutoff(examples, cutoff, model, settings)
     log.info("training weights at %s by %s", cutoff.isoformat(), method)
     return training_weights(scored, method, settings, cutoff, run_date)

@@ -50,9 +50,19 @@ FLIP_COLUMNS = (
     "z",
     "s_upper",
     "s",
+    "learner",
     "cutoff",
 )
-CALIBRATION_COLUMNS = ("run_date", "scope", "n", "mean_predicted", "observed_rate", "ece")
+CALIBRATION_COLUMNS = (
+    "run_date",
+    "scope",
+    "n",
+    "flips",
+    "mean_predicted",
+    "observed_rate",
+    "ece",
+    "auc",
+)
 METRIC_COLUMNS = (
     "run_date",
     "method",
@@ -271,9 +281,11 @@ def _flip_model(ctx: ReportContext) -> str:
     plots.plot_flip_model(cells, ctx.png("flip_model.png"))
     cutoff = cells["cutoff"].max()
     flips, negatives = int(cells["flips"].sum()), int(cells["negatives"].sum())
+    learner = html.text(", ".join(sorted(set(cells["learner"].dropna()))) or "hazard")
     return html.paragraph(
-        f"Learnt at cutoff {html.text(cutoff)} UTC from {negatives:,} counterfactual negatives, "
-        f"{flips:,} of which converted later."
+        f"Learnt at cutoff {html.text(cutoff)} UTC by the <em>{learner}</em> learner from "
+        f"{negatives:,} counterfactual negatives, {flips:,} of which converted later (z of a "
+        "cell: the mean z of its negatives)."
     ) + html.figure(
         "flip_model.png",
         "flip probability z by elapsed time and signal state",
@@ -297,13 +309,23 @@ def _flip_calibration(ctx: ReportContext) -> str:
         [
             html.text(r.scope),
             html.number(int(r.n)),
+            html.number(None if pd.isna(r.flips) else int(r.flips)),
             html.number(r.mean_predicted),
             html.number(r.observed_rate),
             html.number(r.ece),
+            html.number(None if pd.isna(r.auc) else r.auc),
         ]
         for r in table.itertuples()
     ]
-    columns = ["scope", "held-out negatives", "mean z", "observed flip rate", "ECE"]
+    columns = [
+        "scope",
+        "held-out negatives",
+        "flips",
+        "mean z",
+        "observed flip rate",
+        "ECE",
+        "AUC of z",
+    ]
     return html.figure(
         "flip_calibration.png",
         "predicted vs observed flip rate per signal state",

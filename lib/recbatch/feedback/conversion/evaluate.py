@@ -94,8 +94,8 @@ def training_data(
         )
     history = examples.where(view < F.lit(window.cutoff))
     with timed(log, f"fitting the flip model at {window.cutoff.isoformat()}"):
-        cells, observation = fit_flip_model(history, window.cutoff, fb)
-    scored = score_at_cutoff(train_examples, window.cutoff, cells, observation, fb)
+        flip_model = fit_flip_model(history, window.cutoff, fb)
+    scored = score_at_cutoff(train_examples, window.cutoff, flip_model, fb)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     rows = scored.count()
     stats = feature_stats(scored)
