@@ -6,9 +6,10 @@ probability: a z too high in one signal state moves too much mass in that whole 
 views are where the flips are). So a hashed share of the counterfactual *examples* is kept out of
 the learner, and on it one MLlib logistic regression ``z = sigmoid(a + b · logit + c_s)`` is
 fitted: a slope shared by every state (the learner's ranking is on one scale) and an offset
-``c_s`` per signal state ``s`` with at least ``MIN_STATE_FLIPS`` flips there. With the intercept
-and the offsets free, the fitted z sum to the realised flips overall and in every state with an
-offset, and the map is monotone, so the learner's ranking is kept.
+``c_s`` per signal state ``s`` with a flip there (lightly ridge-penalised: a state with a
+handful of flips gets an offset near what they say, not an infinite one). With the intercept
+and the offsets free, the fitted z sum (up to the light penalty) to the realised flips overall
+and in every state with an offset, and the map is monotone, so the learner's ranking is kept.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from recbatch.log import get_logger
 
 log = get_logger(__name__)
 
-MIN_STATE_FLIPS = 5
-"""Fewer flips than this in a state's calibration rows: its own offset would be noise."""
+MIN_STATE_FLIPS = 1
+"""A state needs a flip in its calibration rows for an offset of its own; without one it gets the
+shared map (a state that never flips there would otherwise get an offset of minus infinity).
+Why not more: a shared map fitted mostly on the no-signal views crushes a rare state whose flip
+rate is far higher (carted views on a short log: a dozen flips in forty negatives)."""
 
 PLATT_SCHEMA = StructType(
     [
@@ -86,7 +90,7 @@ def fit_recalibration(logit: Logit, rows: DataFrame, settings: FeedbackSettings)
         featuresCol="_design",
         labelCol="_label",
         standardization=False,
-        regParam=1e-6,
+        regParam=1e-3,
         maxIter=100,
     ).fit(VectorAssembler(inputCols=names, outputCol="_design").transform(design))
     scored.unpersist()
