@@ -14,6 +14,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recbatch.feedback.flip import CALIBRATION_COLUMNS as HELD_OUT_COLUMNS
 from recbatch.graph.stage import STATS_SCHEMA
 from recbatch.report import aggregates as agg
 from recbatch.report import html, plots
@@ -53,16 +54,7 @@ FLIP_COLUMNS = (
     "learner",
     "cutoff",
 )
-CALIBRATION_COLUMNS = (
-    "run_date",
-    "scope",
-    "n",
-    "flips",
-    "mean_predicted",
-    "observed_rate",
-    "ece",
-    "auc",
-)
+CALIBRATION_COLUMNS = ("run_date", *HELD_OUT_COLUMNS)
 METRIC_COLUMNS = (
     "run_date",
     "method",
