@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_test_config
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.config import RecbatchConfig
@@ -81,6 +81,18 @@ def _truth_rows(spark: SparkSession, run: Run) -> list[tuple]:
 
 def _type_counts(frame: DataFrame) -> dict[str, int]:
     return {r["event_type"]: r["count"] for r in frame.groupBy("event_type").count().collect()}
+
+
+def _documented_logit(gen) -> Column:
+    """The purchase logit of a truth view joined with its item's quality, as documented: base +
+    quality + cart + favourite + follow-up (no user propensity)."""
+    return (
+        F.lit(gen.buy_base_logit)
+        + F.col("quality")
+        + F.when(F.col("cart_ts").isNotNull(), gen.buy_cart_logit).otherwise(0.0)
+        + F.when(F.col("fav_ts").isNotNull(), gen.buy_fav_logit).otherwise(0.0)
+        + F.when(F.col("follow_up_of").isNotNull(), gen.follow_up_buy_logit).otherwise(0.0)
+    )
 
 
 # --- determinism ---------------------------------------------------------------------------------
@@ -262,13 +274,7 @@ def test_add_to_cart_strongly_raises_the_purchase_probability(
 
     # The recorded probability is exactly the documented logit, item by item.
     quality = base.truth(spark, "items").select("item_id", "quality")
-    logit = (
-        F.lit(gen.buy_base_logit)
-        + F.col("quality")
-        + F.when(F.col("cart_ts").isNotNull(), gen.buy_cart_logit).otherwise(0.0)
-        + F.when(F.col("fav_ts").isNotNull(), gen.buy_fav_logit).otherwise(0.0)
-        + F.when(F.col("follow_up_of").isNotNull(), gen.follow_up_buy_logit).otherwise(0.0)
-    )
+    logit = _documented_logit(gen)
     error = (
         base.truth(spark, "views")
         .join(quality, "item_id")
@@ -357,13 +363,7 @@ def test_user_propensity_is_one_term_per_user_and_shows_in_the_users_carts(
     gen = run.cfg.generator
     quality = run.truth(spark, "items").select("item_id", "quality")
     p = F.col("buy_probability")
-    known = (
-        F.lit(gen.buy_base_logit)
-        + F.col("quality")
-        + F.when(F.col("cart_ts").isNotNull(), gen.buy_cart_logit).otherwise(0.0)
-        + F.when(F.col("fav_ts").isNotNull(), gen.buy_fav_logit).otherwise(0.0)
-        + F.when(F.col("follow_up_of").isNotNull(), gen.follow_up_buy_logit).otherwise(0.0)
-    )
+    known = _documented_logit(gen)
     views = run.truth(spark, "views").join(quality, "item_id")
     users = (
         views.select("user_id", (F.log(p / (1 - p)) - known).alias("term"), "cart_ts")
