@@ -44,11 +44,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import numpy as np  # noqa: E402
-from scipy import stats as scipy_stats  # noqa: E402
 
 from recbatch.config import PROJECT_ROOT, load_config  # noqa: E402
 from recbatch.events.generator import generate  # noqa: E402
 from recbatch.events.ingest import ingest_events  # noqa: E402
+from recbatch.feedback.comparison import seed_interval  # noqa: E402
 from recbatch.feedback.conversion import (  # noqa: E402
     METHODS,
     data_end,
@@ -85,17 +85,15 @@ def interval(values: list[float]) -> str:
     """``mean ± half-width (sd)`` of a 95% t-interval (just the value for one seed)."""
     if not values:
         return "n/a"
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return f"{mean:.4f}"
-    sd = float(np.std(values, ddof=1))
-    half = scipy_stats.t.ppf(0.975, len(values) - 1) * sd / len(values) ** 0.5
-    return f"{mean:.4f} ± {half:.4f} (sd {sd:.4f})"
+    spread = seed_interval(values)
+    return str(spread) if spread.sd is None else f"{spread} (sd {spread.sd:.4f})"
 
 
 def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None):
     """One seed end to end; returns the metric rows and the (possibly new) session."""
-    seeded = [f"{key}={seed}" for key in args.seed_keys.split(",") if key]
+    # One model per method and seed here: the seeds of --seeds are the replicates.
+    seeded = ["conversion.model_seeds=1"]
+    seeded += [f"{key}={seed}" for key in args.seed_keys.split(",") if key]
     base = load_config(args.config, args.overrides)
     folder = "shared" if args.no_generate else f"seed={seed}"
     root = Path(base.path("data_root")) / "bench" / "feedback_methods" / folder

@@ -36,7 +36,7 @@ from recbatch.blade.evaluate import (
 from recbatch.blade.heldout import held_out_from_linkpred
 from recbatch.blade.loss import link_loss
 from recbatch.blade.model import BladeModel
-from recbatch.blade.recommend import top_k_block, top_k_recommendations
+from recbatch.blade.recommend import TopK, top_k_block, top_k_recommendations
 from recbatch.blade.settings import BladeSettings
 from recbatch.blade.stage import (
     blade_stage,
@@ -358,6 +358,23 @@ def test_top_k_block_equals_brute_force_with_ties_and_exclusions() -> None:
     )
     assert best.tolist() == _brute_force_top_k(sources, targets, 7, known)
     assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_top_k_block_reuses_its_buffer_and_pads_rows_with_too_few_targets() -> None:
+    """One TopK scores blocks of different sizes (the buffer is reused); a source whose known
+    targets leave fewer than k candidates gets index -1 / score -inf in the empty slots."""
+    rng = np.random.default_rng(4)
+    targets = rng.integers(-1, 2, size=(8, 3)).astype(np.float32)
+    sources = rng.integers(-1, 2, size=(8, 3)).astype(np.float32)
+    top_k = TopK(targets, 5, block_rows=3)
+    known = {0: {1, 2, 3, 4}, 5: {0, 1, 2, 3, 4, 6, 7}}
+    for first, last in ((0, 3), (3, 8)):
+        lists = [np.array(sorted(known.get(u, set()))) for u in range(first, last)]
+        best, scores = top_k(sources[first:last], np.arange(first, last), lists)
+        expected = _brute_force_top_k(sources, targets, 5, known)[first:last]
+        for row, want in enumerate(expected):
+            assert best[row].tolist() == want + [-1] * (5 - len(want))
+            assert np.all(np.isneginf(scores[row, len(want) :]))
 
 
 def test_spark_top_k_equals_numpy_reference(spark: SparkSession) -> None:

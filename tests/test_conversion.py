@@ -280,3 +280,22 @@ def test_one_cutoff_and_training_window_reach_every_stage(spark, conv_cfg, examp
             settings.model_copy(update={"test_labels": "mature"}),
             end=end,
         )
+
+
+def test_model_seeds_train_one_model_per_seed_on_the_same_rows(spark, conv_cfg, examples):
+    """``conversion.model_seeds`` = 2: two rows per method, seeds 7 and 8, the same training and
+    test rows; RI-AUC pairs each seed with vanilla and oracle of that seed."""
+    settings = SETTINGS.model_copy(update={"model_seeds": 2, "epochs": 2})
+    end = data_end(spark, conv_cfg, examples)
+    rows = evaluate_methods(spark, examples, conv_cfg, ["vanilla", "oracle"], settings, end=end)
+    assert [(r["method"], r["model_seed"]) for r in rows] == [
+        ("vanilla", 7),
+        ("vanilla", 8),
+        ("oracle", 7),
+        ("oracle", 8),
+    ]
+    assert len({(r["train_rows"], r["test_rows"]) for r in rows}) == 1
+    vanilla = [r for r in rows if r["method"] == "vanilla"]
+    assert vanilla[0]["log_loss"] != vanilla[1]["log_loss"], "the seeds give different models"
+    for r in rows:
+        assert r["ri_auc"] == (0.0 if r["method"] == "vanilla" else 1.0)

@@ -776,3 +776,36 @@ def test_folders_of_killed_runs_are_removed_once_stale(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [target.name, fresh.name, other.name]
     )
+
+
+def test_method_summary_gives_seed_intervals_and_paired_differences_to_vanilla() -> None:
+    """Three model seeds per method: the mean and 95% t-interval of each metric, the paired
+    differences to vanilla of the same seed, RI-AUC from the mean AUCs."""
+    auc = {"vanilla": [0.80, 0.81, 0.83], "oracle": [0.84, 0.84, 0.86], "fnw": [0.81, 0.81, 0.85]}
+    rows = [
+        {"method": m, "model_seed": 7 + i, "train_rows": 100, "test_rows": 50,
+         "test_positives": 5, "auc": a, "pr_auc": a / 2, "log_loss": 1 - a, "ri_auc": None,
+         "train_seconds": 2.0 + i, "pcoc": 0.9}
+        for m, values in auc.items() for i, a in enumerate(values)
+    ]  # fmt: skip
+    summary = agg.method_summary(pd.DataFrame(rows))
+    assert [s.method for s in summary] == ["vanilla", "oracle", "fnw"]
+    fnw = summary[2]
+    assert fnw.seeds == 3 and fnw.auc.mean == pytest.approx(np.mean(auc["fnw"]))
+    half = 4.302653 * np.std(auc["fnw"], ddof=1) / np.sqrt(3)  # t(0.975, 2) sd / sqrt(n)
+    assert fnw.auc.half_width == pytest.approx(half, rel=1e-5)
+    diffs = np.array(auc["fnw"]) - np.array(auc["vanilla"])  # 0.01, 0.0, 0.02
+    assert fnw.auc_vs_vanilla.mean == pytest.approx(diffs.mean())
+    assert fnw.auc_vs_vanilla.half_width == pytest.approx(
+        4.302653 * diffs.std(ddof=1) / np.sqrt(3), rel=1e-5
+    )
+    assert fnw.log_loss_vs_vanilla.mean == pytest.approx(-diffs.mean())
+    assert summary[0].auc_vs_vanilla is None
+    mean = {m: np.mean(v) for m, v in auc.items()}
+    assert fnw.ri_auc == pytest.approx(
+        (mean["fnw"] - mean["vanilla"]) / (mean["oracle"] - mean["vanilla"])
+    )
+    assert fnw.train_seconds == pytest.approx(3.0)
+    assert str(fnw.auc) == f"{np.mean(auc['fnw']):.4f} ± {half:.4f}"
+    single = agg.method_summary(pd.DataFrame([r for r in rows if r["model_seed"] == 7]))
+    assert single[2].auc.half_width is None and str(single[2].auc) == "0.8100"

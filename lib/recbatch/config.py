@@ -272,6 +272,17 @@ class ConversionSettings(_Section):
     waiting_hours: float = Field(6.0, ge=0, description="waiting-window baseline: drop younger")
     row_groups_per_trainer: int = Field(4, ge=1)
     seed: int = Field(7, ge=1)
+    model_seeds: int = Field(
+        1,
+        ge=1,
+        description="models per method, seeds seed .. seed + n - 1 on the same rows: the metric "
+        "table and the report give their mean and a 95% interval (a gap between methods smaller "
+        "than the seed-to-seed spread is noise)",
+    )
+
+    def seeds(self) -> list[int]:
+        """The model seeds of one comparison (``seed`` first)."""
+        return [self.seed + i for i in range(self.model_seeds)]
 
     @field_validator("hidden_sizes")
     @classmethod

@@ -18,6 +18,12 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recbatch.feedback.comparison import (
+    SeedInterval,
+    paired_to_vanilla,
+    relative_improvement,
+    seed_interval,
+)
 from recbatch.graph.budget import ROLES
 from recbatch.report.tables import for_run_date, run_date_filter
 from recbatch.thresholds.aggregate import edge_index, finite
@@ -460,3 +466,63 @@ def degree_buckets(per_degree: pd.DataFrame, hops: int) -> pd.DataFrame:
     for column in ["budget", "filled", *hop_columns]:
         summed[f"mean_{column}"] = summed[column] / summed["nodes"]
     return summed[columns].sort_values(["role", "bucket"], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One weighting method of the run's ``conversion_metrics``, over its model seeds."""
+
+    method: str
+    seeds: int
+    train_rows: int
+    test_rows: int
+    test_positives: int
+    auc: SeedInterval
+    pr_auc: SeedInterval
+    log_loss: SeedInterval
+    pcoc: float | None
+    ri_auc: float | None
+    auc_vs_vanilla: SeedInterval | None
+    log_loss_vs_vanilla: SeedInterval | None
+    train_seconds: float
+
+
+def method_summary(metrics: pd.DataFrame) -> list[MethodSummary]:
+    """Per method (vanilla, oracle, then the rest by name): seed means with 95% intervals, the
+    paired differences to vanilla, and RI-AUC from the mean AUCs. ``metrics``: the run date's
+    rows (one per method and, where the table has the column, ``model_seed``)."""
+    rows = metrics.to_dict("records")
+    reference = {"vanilla": 0, "oracle": 1}
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (reference.get(m, 2), m))
+    mean_auc = {m: float(np.mean([r["auc"] for r in rows if r["method"] == m])) for m in methods}
+    summaries = []
+    for method in methods:
+        own = [r for r in rows if r["method"] == method]
+        pcoc = [r["pcoc"] for r in own if r.get("pcoc") is not None and not pd.isna(r["pcoc"])]
+
+        def paired(metric: str, method: str = method) -> SeedInterval | None:
+            diffs = paired_to_vanilla(rows, method, metric)
+            return seed_interval(diffs) if diffs and method != "vanilla" else None
+
+        summaries.append(
+            MethodSummary(
+                method=method,
+                seeds=len(own),
+                train_rows=int(own[0]["train_rows"]),
+                test_rows=int(own[0]["test_rows"]),
+                test_positives=int(own[0]["test_positives"]),
+                auc=seed_interval([r["auc"] for r in own]),
+                pr_auc=seed_interval([r["pr_auc"] for r in own]),
+                log_loss=seed_interval([r["log_loss"] for r in own]),
+                pcoc=float(np.mean(pcoc)) if pcoc else None,
+                ri_auc=(
+                    relative_improvement(mean_auc[method], mean_auc["vanilla"], mean_auc["oracle"])
+                    if "vanilla" in mean_auc and "oracle" in mean_auc
+                    else None
+                ),
+                auc_vs_vanilla=paired("auc"),
+                log_loss_vs_vanilla=paired("log_loss"),
+                train_seconds=float(np.mean([r["train_seconds"] for r in own])),
+            )
+        )
+    return summaries

@@ -330,41 +330,51 @@ def _flip_calibration(ctx: ReportContext) -> str:
 
 
 def conversion_section(ctx: ReportContext) -> Section:
+    frame = ctx.table("conversion_metrics", METRIC_COLUMNS)
+    optional = [c for c in ("model_seed", "pcoc") if frame is not None and c in frame.columns]
     metrics = run_table(
-        ctx, "conversion_metrics", METRIC_COLUMNS, list(METRIC_COLUMNS[1:]), ["method"]
+        ctx,
+        "conversion_metrics",
+        METRIC_COLUMNS,
+        [*METRIC_COLUMNS[1:], *optional],
+        ["method", *optional[:1]],
     )
     if isinstance(metrics, str):
         return html.Section("conversion", TITLES["conversion"], metrics)
-    reference = {"vanilla": 0, "oracle": 1}
-    metrics = metrics.sort_values("method", key=lambda m: m.map(lambda v: (reference.get(v, 2), v)))
-    contenders = metrics[metrics["method"] != "oracle"]
+    summary = agg.method_summary(metrics)
+    seeds = max(s.seeds for s in summary)
+    contenders = [s for s in summary if s.method != "oracle"]
     best = {
-        "auc": contenders["auc"].max(),
-        "pr_auc": contenders["pr_auc"].max(),
-        "log_loss": contenders["log_loss"].min(),
+        "auc": max(s.auc.mean for s in contenders) if contenders else None,
+        "pr_auc": max(s.pr_auc.mean for s in contenders) if contenders else None,
+        "log_loss": min(s.log_loss.mean for s in contenders) if contenders else None,
     }
 
-    def cell(record: dict, column: str, digits: int = 4) -> str:
-        value = html.number(record[column], digits)
-        return (
-            f'<span class="best">{value}</span>'
-            if best.get(column) == record[column] and record["method"] != "oracle"
-            else value
-        )
+    def cell(summary_row: agg.MethodSummary, column: str) -> str:
+        value = getattr(summary_row, column)
+        shown = html.text(value) if seeds > 1 else html.number(value.mean, 4)
+        is_best = best[column] == value.mean and summary_row.method != "oracle"
+        return f'<span class="best">{shown}</span>' if is_best else shown
+
+    def paired(value) -> str:
+        return "—" if value is None else html.text(f"{value.mean:+.4f}" if seeds < 2 else value)
 
     cells = [
         [
-            html.text(r["method"]),
-            html.number(r["train_rows"]),
-            html.number(r["test_rows"]),
-            html.number(r["test_positives"]),
-            cell(r, "auc"),
-            cell(r, "pr_auc"),
-            cell(r, "log_loss"),
-            html.number(r["ri_auc"], 3),
-            html.number(r["train_seconds"], 1),
+            html.text(s.method),
+            html.number(s.train_rows),
+            html.number(s.test_rows),
+            html.number(s.test_positives),
+            cell(s, "auc"),
+            cell(s, "pr_auc"),
+            cell(s, "log_loss"),
+            "—" if s.pcoc is None else html.number(s.pcoc, 3),
+            html.number(s.ri_auc, 3),
+            paired(s.auc_vs_vanilla),
+            paired(s.log_loss_vs_vanilla),
+            html.number(s.train_seconds, 1),
         ]
-        for r in metrics.to_dict("records")
+        for s in summary
     ]
     columns = [
         "method",
@@ -374,14 +384,29 @@ def conversion_section(ctx: ReportContext) -> Section:
         "AUC",
         "PR-AUC",
         "log loss",
+        "PCOC",
         "RI-AUC",
+        "AUC − vanilla",
+        "log loss − vanilla",
         "train s",
     ]
+    spread = (
+        f"Each method was trained {seeds} times (model seeds, same rows): a cell is the mean "
+        "± the half-width of its 95% t-interval over the seeds, and the two columns against "
+        "vanilla pair each seed with vanilla's model of the same seed (what the methods share, "
+        "the data and its noise, cancels). A difference whose interval holds 0 is not "
+        "established by this run."
+        if seeds > 1
+        else "One model per method (<code>conversion.model_seeds</code> = 1): differences "
+        "smaller than the seed-to-seed spread (bench/feedback_methods.py measures it) are noise."
+    )
     body = html.paragraph(
-        "The same model trained once per weighting method and scored on a later, mature test "
-        "window with the true labels. RI-AUC = (AUC − AUC<sub>vanilla</sub>) / "
-        "(AUC<sub>oracle</sub> − AUC<sub>vanilla</sub>): 0 is no gain over vanilla, 1 reaches the "
-        "oracle. Bold: the best method other than the oracle (which reads the future)."
+        "The same model trained per weighting method and scored on a later test window with "
+        "the true labels. RI-AUC = (AUC − AUC<sub>vanilla</sub>) / "
+        "(AUC<sub>oracle</sub> − AUC<sub>vanilla</sub>) of the mean AUCs: 0 is no gain over "
+        "vanilla, 1 reaches the oracle. PCOC: predicted over observed conversions (1 is "
+        "calibrated; vanilla, trained on labels still immature at the cutoff, reads below 1). "
+        "Bold: the best method other than the oracle (which reads the future). " + spread
     ) + html.table(columns, cells, numeric=columns[1:])
     return html.Section("conversion", TITLES["conversion"], body)
 

@@ -19,6 +19,12 @@ Parquet read through Petastorm, one shard per DDP process. One file per step:
 from __future__ import annotations
 
 from recbatch.config import ConversionSettings
+from recbatch.feedback.comparison import (
+    SeedInterval,
+    paired_to_vanilla,
+    relative_improvement,
+    seed_interval,
+)
 from recbatch.feedback.conversion.errors import ConversionInputError
 from recbatch.feedback.conversion.evaluate import (
     METHODS,
@@ -28,12 +34,7 @@ from recbatch.feedback.conversion.evaluate import (
     weighted_training_rows,
     write_training_sets,
 )
-from recbatch.feedback.conversion.metrics import (
-    average_precision,
-    binary_metrics,
-    format_table,
-    relative_improvement,
-)
+from recbatch.feedback.conversion.metrics import average_precision, binary_metrics, format_table
 from recbatch.feedback.conversion.model import (
     ConversionMLP,
     bootstrap_weights,
@@ -55,7 +56,12 @@ from recbatch.feedback.conversion.tensors import (
     feature_vector,
     write_tensor_set,
 )
-from recbatch.feedback.conversion.training import epochs_for_budget, train, train_conversion_model
+from recbatch.feedback.conversion.training import (
+    epochs_for_budget,
+    train,
+    train_conversion_model,
+    train_seeds,
+)
 
 __all__ = [
     "METHODS",
@@ -64,6 +70,7 @@ __all__ = [
     "ConversionInputError",
     "ConversionMLP",
     "ConversionSettings",
+    "SeedInterval",
     "EvaluationWindow",
     "TrainingData",
     "average_precision",
@@ -81,10 +88,13 @@ __all__ = [
     "fnw_weights",
     "format_table",
     "map_model",
+    "paired_to_vanilla",
     "relative_improvement",
     "score",
+    "seed_interval",
     "train",
     "train_conversion_model",
+    "train_seeds",
     "training_data",
     "weighted_bce",
     "weighted_training_rows",

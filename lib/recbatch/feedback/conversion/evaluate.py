@@ -34,8 +34,9 @@ from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from recbatch.config import ConversionSettings, RecbatchConfig
+from recbatch.feedback.comparison import relative_improvement
 from recbatch.feedback.conversion.errors import ConversionInputError
-from recbatch.feedback.conversion.metrics import binary_metrics, relative_improvement
+from recbatch.feedback.conversion.metrics import binary_metrics
 from recbatch.feedback.conversion.protocol import (
     EvaluationWindow,
     evaluation_window,
@@ -43,7 +44,7 @@ from recbatch.feedback.conversion.protocol import (
 )
 from recbatch.feedback.conversion.scoring import score
 from recbatch.feedback.conversion.tensors import feature_stats, feature_vector, write_tensor_set
-from recbatch.feedback.conversion.training import train
+from recbatch.feedback.conversion.training import train_seeds
 from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
 from recbatch.feedback.weights import training_weights
 from recbatch.log import get_logger, timed
@@ -168,22 +169,46 @@ def train_method(
     settings: ConversionSettings,
     work: str,
 ) -> tuple[dict[str, Any], TensorSets, float]:
-    """Write ``method``'s tensor sets under ``work`` and train on them: (result, sets, seconds)."""
+    """Write ``method``'s tensor sets under ``work`` and train one model (``settings.seed``) on
+    them: (result, sets, seconds)."""
+    results, sets, seconds = train_method_seeds(
+        spark, method, data, cfg, settings, work, [settings.seed]
+    )
+    return results[0], sets, seconds
+
+
+def train_method_seeds(
+    spark: SparkSession,
+    method: str,
+    data: TrainingData,
+    cfg: RecbatchConfig,
+    settings: ConversionSettings,
+    work: str,
+    seeds: Sequence[int],
+) -> tuple[list[dict[str, Any]], TensorSets, float]:
+    """Write ``method``'s tensor sets under ``work`` once and train one model per seed on them
+    (same rows, same validation slice: only initialisation and batch order differ), in one
+    distributed run: (results in ``seeds`` order, sets, seconds for all of them)."""
     rows = weighted_training_rows(method, data, cfg, settings)
     with timed(log, f"{method}: writing the training and validation sets under {work}"):
         sets = write_training_sets(rows, f"{work}/{method}", settings)
     start = time.monotonic()
-    with timed(log, f"{method}: training on {sets.train_rows} rows ({sets.val_rows} validation)"):
-        result = train(
+    with timed(
+        log,
+        f"{method}: training {len(seeds)} model(s) on {sets.train_rows} rows "
+        f"({sets.val_rows} validation)",
+    ):
+        results = train_seeds(
             spark,
             sets.train_path,
             len(data.stats),
             settings,
+            seeds,
             method == "fnw",
             val_path=sets.val_path,
             train_rows=sets.train_rows,
         )
-    return result, sets, time.monotonic() - start
+    return results, sets, time.monotonic() - start
 
 
 def build_test_set(
@@ -224,9 +249,10 @@ def evaluate_methods(
     *,
     end: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Train one model per method and measure it on the test window (module doc); return the
-    metric table as rows (``stage.METRICS_SCHEMA`` order). ``end`` is the last event time
-    (default: the last time in the examples). RI-AUC needs ``vanilla`` and ``oracle``."""
+    """Train ``conversion.model_seeds`` models per method and measure each on the test window
+    (module doc); return the metric table as rows (``stage.METRICS_SCHEMA`` order), one per
+    method and model seed. ``end`` is the last event time (default: the last time in the
+    examples). RI-AUC needs ``vanilla`` and ``oracle`` (of the same seed)."""
     settings = settings or cfg.conversion
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -247,39 +273,56 @@ def evaluate_methods(
                 100 * censored_share,
             )
         results = []
+        seeds = settings.seeds()
         for method in methods:
-            result, sets, seconds = train_method(spark, method, data, cfg, settings, work)
-            metrics = binary_metrics(score(tests, result["state_dict"], settings))
-            log.info("%s: %s, best epoch %d", method, metrics, result["best_epoch"])
-            if metrics["rows"] != n_test:
-                raise RuntimeError(f"scored {metrics['rows']} of {n_test} test rows")
-            results.append(
-                {
-                    "run_date": run_date,
-                    "method": method,
-                    "cutoff": window.cutoff,
-                    "train_rows": sets.train_rows + sets.val_rows,
-                    "test_rows": metrics["rows"],
-                    "test_positives": metrics["positives"],
-                    "auc": metrics["auc"],
-                    "pr_auc": metrics["pr_auc"],
-                    "log_loss": metrics["log_loss"],
-                    "ri_auc": None,
-                    "epochs": len(result["epochs"]),
-                    "final_train_loss": float(result["epochs"][-1]["loss"]),
-                    "train_rows_per_s": float(np.mean([e["rows_per_s"] for e in result["epochs"]])),
-                    "train_seconds": seconds,
-                    "pcoc": metrics["pcoc"],
-                    "censored_share": censored_share,
-                    "train_start": window.train_start,
-                }
+            trained, sets, seconds = train_method_seeds(
+                spark, method, data, cfg, settings, work, seeds
             )
+            for seed, result in zip(seeds, trained, strict=True):
+                metrics = binary_metrics(score(tests, result["state_dict"], settings))
+                log.info(
+                    "%s (model seed %d): %s, best epoch %d",
+                    method,
+                    seed,
+                    metrics,
+                    result["best_epoch"],
+                )
+                if metrics["rows"] != n_test:
+                    raise RuntimeError(f"scored {metrics['rows']} of {n_test} test rows")
+                results.append(
+                    {
+                        "run_date": run_date,
+                        "method": method,
+                        "cutoff": window.cutoff,
+                        "train_rows": sets.train_rows + sets.val_rows,
+                        "test_rows": metrics["rows"],
+                        "test_positives": metrics["positives"],
+                        "auc": metrics["auc"],
+                        "pr_auc": metrics["pr_auc"],
+                        "log_loss": metrics["log_loss"],
+                        "ri_auc": None,
+                        "epochs": len(result["epochs"]),
+                        "final_train_loss": float(result["epochs"][-1]["loss"]),
+                        "train_rows_per_s": float(
+                            np.mean([e["rows_per_s"] for e in result["epochs"]])
+                        ),
+                        "train_seconds": seconds / len(seeds),
+                        "pcoc": metrics["pcoc"],
+                        "censored_share": censored_share,
+                        "train_start": window.train_start,
+                        "model_seed": seed,
+                    }
+                )
         tests.unpersist()
     finally:
         data.release()
 
-    by_method = {r["method"]: r["auc"] for r in results}
-    if "vanilla" in by_method and "oracle" in by_method:
-        for r in results:
-            r["ri_auc"] = relative_improvement(r["auc"], by_method["vanilla"], by_method["oracle"])
+    for seed in seeds:  # RI-AUC of each model against vanilla and oracle of the same seed
+        same = [r for r in results if r["model_seed"] == seed]
+        by_method = {r["method"]: r["auc"] for r in same}
+        if "vanilla" in by_method and "oracle" in by_method:
+            for r in same:
+                r["ri_auc"] = relative_improvement(
+                    r["auc"], by_method["vanilla"], by_method["oracle"]
+                )
     return results

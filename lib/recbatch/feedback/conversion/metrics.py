@@ -1,4 +1,5 @@
-"""Metrics of a scored test set: AUC, average precision, log loss, RI-AUC, and the table text.
+"""Metrics of a scored test set: AUC, average precision, log loss, PCOC, and the table text
+(RI-AUC and the intervals over model seeds: ``recbatch.feedback.comparison``).
 
 PR-AUC is reported as **average precision** (``AP = sum_k (R_k - R_{k-1}) P_k`` over the distinct
 score thresholds, ties counted together), which is what the delayed-feedback literature reports
@@ -75,25 +76,19 @@ def binary_metrics(scored: DataFrame) -> dict[str, float]:
     }
 
 
-def relative_improvement(auc: float, auc_vanilla: float, auc_oracle: float) -> float | None:
-    """``RI-AUC = (AUC - AUC_vanilla) / (AUC_oracle - AUC_vanilla)``; None when the oracle does
-    not differ from vanilla (the ratio is undefined)."""
-    gap = auc_oracle - auc_vanilla
-    if abs(gap) < 1e-12:
-        return None
-    return (auc - auc_vanilla) / gap + 0.0  # + 0.0: vanilla's own 0 is never stored as -0.0
-
-
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The metric table as aligned text."""
-    head = f"{'method':<20} {'train':>8} {'test':>7} {'pos':>5} {'AUC':>7} {'PR-AUC':>7} "
+    head = (
+        f"{'method':<20} {'seed':>4} {'train':>8} {'test':>7} {'pos':>5} {'AUC':>7} {'PR-AUC':>7} "
+    )
     head += f"{'logloss':>8} {'PCOC':>6} {'RI-AUC':>7} {'epochs':>6} {'rows/s':>9}"
     lines = [head]
     for r in rows:
         ri = "n/a" if r["ri_auc"] is None else f"{r['ri_auc'] + 0.0:.3f}"
         pcoc = "n/a" if r.get("pcoc") is None else f"{r['pcoc']:.3f}"
         lines.append(
-            f"{r['method']:<20} {r['train_rows']:>8} {r['test_rows']:>7} "
+            f"{r['method']:<20} {r.get('model_seed') or '':>4} {r['train_rows']:>8} "
+            f"{r['test_rows']:>7} "
             f"{r['test_positives']:>5} {r['auc']:>7.4f} {r['pr_auc']:>7.4f} "
             f"{r['log_loss']:>8.5f} {pcoc:>6} {ri:>7} {r['epochs']:>6} "
             f"{r['train_rows_per_s']:>9.0f}"

@@ -46,13 +46,16 @@ METRICS_SCHEMA = StructType(
         StructField("pcoc", DoubleType(), True),
         StructField("censored_share", DoubleType(), True),
         StructField("train_start", TimestampType(), True),
+        StructField("model_seed", IntegerType(), True),
     ]
 )
-"""The Delta ``conversion_metrics`` table: one row per (run date, cutoff, method). ``pr_auc`` is
-average precision; ``pcoc`` predicted / observed conversions on the test window;
+"""The Delta ``conversion_metrics`` table: one row per (run date, cutoff, method, model seed).
+``pr_auc`` is average precision; ``pcoc`` predicted / observed conversions on the test window;
 ``censored_share`` the test views whose label window the data end cuts; ``train_start`` the
-training window's start (null: every view before the cutoff). The last three came later and are
-nullable, so older tables gain them on their next write (schema merge)."""
+training window's start (null: every view before the cutoff); ``model_seed`` the model's seed
+(``conversion.model_seeds`` of them per method; RI-AUC is against the same seed's vanilla and
+oracle). The last four came later and are nullable, so older tables gain them on their next
+write (schema merge)."""
 
 
 def write_metrics(

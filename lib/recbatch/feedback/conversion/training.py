@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -230,6 +231,45 @@ def _core(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def train_conversion_models(
+    train_path: str, n_features: int, settings: ConversionSettings, seeds: Sequence[int], **kwargs
+) -> list[dict[str, Any]]:
+    """``train_conversion_model`` once per seed, one after the other in the same process group
+    (the DDP start-up is paid once, not per seed); only the seed changes between them."""
+    return [
+        train_conversion_model(
+            train_path, n_features, settings.model_copy(update={"seed": seed}), **kwargs
+        )
+        for seed in seeds
+    ]
+
+
+def train_seeds(
+    spark,
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    seeds: Sequence[int],
+    fake_negative_weighting: bool = False,
+    val_path: str | None = None,
+    train_rows: int | None = None,
+) -> list[dict[str, Any]]:
+    """``train_conversion_models`` in ``settings.num_processes`` DDP processes: one result per
+    seed, in ``seeds`` order."""
+    return run_distributed(
+        train_conversion_models,
+        train_path,
+        n_features,
+        settings,
+        list(seeds),
+        fake_negative_weighting=fake_negative_weighting,
+        val_path=val_path,
+        train_rows=train_rows,
+        num_processes=settings.num_processes,
+        spark=spark,
+    )
+
+
 def train(
     spark,
     train_path: str,
@@ -239,15 +279,15 @@ def train(
     val_path: str | None = None,
     train_rows: int | None = None,
 ) -> dict[str, Any]:
-    """``train_conversion_model`` in ``settings.num_processes`` DDP processes."""
-    return run_distributed(
-        train_conversion_model,
+    """One model (``settings.seed``) in ``settings.num_processes`` DDP processes."""
+    (result,) = train_seeds(
+        spark,
         train_path,
         n_features,
         settings,
+        [settings.seed],
         fake_negative_weighting=fake_negative_weighting,
         val_path=val_path,
         train_rows=train_rows,
-        num_processes=settings.num_processes,
-        spark=spark,
     )
+    return result
