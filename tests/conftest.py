@@ -38,6 +38,9 @@ DEMO_WORLD = (
 the tests keep the code's defaults for them (the world their statistics are written for)."""
 TEST_WORLD_TARGET = "thresholds.target_precision=0.045"
 """The conversion thresholds' target in that milder world (~4% of test views convert)."""
+TEST_MODEL_SEEDS = "conversion.model_seeds=1"
+"""One conversion model per method in the stage tests (the demo's 3 triple their training);
+``test_conversion`` trains several seeds on purpose."""
 
 
 def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
@@ -54,6 +57,7 @@ def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
             "run_date=2026-02-01",
             *world,
             TEST_WORLD_TARGET,
+            TEST_MODEL_SEEDS,
             *overrides,
         ],
     )

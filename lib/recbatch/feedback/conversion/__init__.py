@@ -34,7 +34,12 @@ from recbatch.feedback.conversion.evaluate import (
     weighted_training_rows,
     write_training_sets,
 )
-from recbatch.feedback.conversion.metrics import average_precision, binary_metrics, format_table
+from recbatch.feedback.conversion.metrics import (
+    average_precision,
+    binary_metrics,
+    binary_metrics_of_columns,
+    format_table,
+)
 from recbatch.feedback.conversion.model import (
     ConversionMLP,
     bootstrap_weights,
@@ -48,7 +53,7 @@ from recbatch.feedback.conversion.protocol import (
     evaluation_window,
     examples_end,
 )
-from recbatch.feedback.conversion.scoring import map_model, score
+from recbatch.feedback.conversion.scoring import map_model, score, score_models
 from recbatch.feedback.conversion.stage import METRICS_SCHEMA, conversion_stage, write_metrics
 from recbatch.feedback.conversion.tensors import (
     TENSOR_COLUMNS,
@@ -57,10 +62,12 @@ from recbatch.feedback.conversion.tensors import (
     write_tensor_set,
 )
 from recbatch.feedback.conversion.training import (
+    TrainingJob,
     epochs_for_budget,
     train,
+    train_conversion_jobs,
     train_conversion_model,
-    train_seeds,
+    train_jobs,
 )
 
 __all__ = [
@@ -73,8 +80,10 @@ __all__ = [
     "SeedInterval",
     "EvaluationWindow",
     "TrainingData",
+    "TrainingJob",
     "average_precision",
     "binary_metrics",
+    "binary_metrics_of_columns",
     "bootstrap_weights",
     "build_model",
     "conversion_stage",
@@ -91,10 +100,12 @@ __all__ = [
     "paired_to_vanilla",
     "relative_improvement",
     "score",
+    "score_models",
     "seed_interval",
     "train",
+    "train_conversion_jobs",
     "train_conversion_model",
-    "train_seeds",
+    "train_jobs",
     "training_data",
     "weighted_bce",
     "weighted_training_rows",

@@ -22,7 +22,6 @@ average precision, log loss, PCOC and ``RI-AUC = (AUC - AUC_vanilla) / (AUC_orac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,15 +35,15 @@ from pyspark.storagelevel import StorageLevel
 from recbatch.config import ConversionSettings, RecbatchConfig
 from recbatch.feedback.comparison import relative_improvement
 from recbatch.feedback.conversion.errors import ConversionInputError
-from recbatch.feedback.conversion.metrics import binary_metrics
+from recbatch.feedback.conversion.metrics import binary_metrics_of_columns
 from recbatch.feedback.conversion.protocol import (
     EvaluationWindow,
     evaluation_window,
     examples_end,
 )
-from recbatch.feedback.conversion.scoring import score
+from recbatch.feedback.conversion.scoring import score_models
 from recbatch.feedback.conversion.tensors import feature_stats, feature_vector, write_tensor_set
-from recbatch.feedback.conversion.training import train_seeds
+from recbatch.feedback.conversion.training import TrainingJob, train_jobs
 from recbatch.feedback.flip import fit_flip_model, score_at_cutoff
 from recbatch.feedback.weights import training_weights
 from recbatch.log import get_logger, timed
@@ -161,6 +160,20 @@ def write_training_sets(rows: DataFrame, path: str, settings: ConversionSettings
     return TensorSets(f"{path}/train", n_train, f"{path}/val", n_val)
 
 
+def write_method_sets(
+    method: str, data: TrainingData, cfg: RecbatchConfig, settings: ConversionSettings, work: str
+) -> TensorSets:
+    """``method``'s training and validation tensor sets under ``work``/``method``."""
+    rows = weighted_training_rows(method, data, cfg, settings)
+    with timed(log, f"{method}: writing the training and validation sets under {work}"):
+        return write_training_sets(rows, f"{work}/{method}", settings)
+
+
+def training_job(method: str, sets: TensorSets) -> TrainingJob:
+    """What the trainers need to fit ``method`` on its tensor sets (FNW changes the loss)."""
+    return TrainingJob(sets.train_path, sets.val_path, sets.train_rows, method == "fnw")
+
+
 def train_method(
     spark: SparkSession,
     method: str,
@@ -171,44 +184,12 @@ def train_method(
 ) -> tuple[dict[str, Any], TensorSets, float]:
     """Write ``method``'s tensor sets under ``work`` and train one model (``settings.seed``) on
     them: (result, sets, seconds)."""
-    results, sets, seconds = train_method_seeds(
-        spark, method, data, cfg, settings, work, [settings.seed]
-    )
-    return results[0], sets, seconds
-
-
-def train_method_seeds(
-    spark: SparkSession,
-    method: str,
-    data: TrainingData,
-    cfg: RecbatchConfig,
-    settings: ConversionSettings,
-    work: str,
-    seeds: Sequence[int],
-) -> tuple[list[dict[str, Any]], TensorSets, float]:
-    """Write ``method``'s tensor sets under ``work`` once and train one model per seed on them
-    (same rows, same validation slice: only initialisation and batch order differ), in one
-    distributed run: (results in ``seeds`` order, sets, seconds for all of them)."""
-    rows = weighted_training_rows(method, data, cfg, settings)
-    with timed(log, f"{method}: writing the training and validation sets under {work}"):
-        sets = write_training_sets(rows, f"{work}/{method}", settings)
-    start = time.monotonic()
-    with timed(
-        log,
-        f"{method}: training {len(seeds)} model(s) on {sets.train_rows} rows "
-        f"({sets.val_rows} validation)",
-    ):
-        results = train_seeds(
-            spark,
-            sets.train_path,
-            len(data.stats),
-            settings,
-            seeds,
-            method == "fnw",
-            val_path=sets.val_path,
-            train_rows=sets.train_rows,
+    sets = write_method_sets(method, data, cfg, settings, work)
+    with timed(log, f"{method}: training on {sets.train_rows} rows ({sets.val_rows} validation)"):
+        ((result,),) = train_jobs(
+            spark, [training_job(method, sets)], len(data.stats), settings, [settings.seed]
         )
-    return results, sets, time.monotonic() - start
+    return result, sets, result["seconds"]
 
 
 def build_test_set(
@@ -272,47 +253,63 @@ def evaluate_methods(
                 "%.1f%% of the test views' label windows reach past the data end (censored labels)",
                 100 * censored_share,
             )
-        results = []
         seeds = settings.seeds()
-        for method in methods:
-            trained, sets, seconds = train_method_seeds(
-                spark, method, data, cfg, settings, work, seeds
+        sets = {m: write_method_sets(m, data, cfg, settings, work) for m in methods}
+        with timed(
+            log,
+            f"training {len(methods)} method(s) x {len(seeds)} model seed(s) in one "
+            f"distributed run",
+        ):
+            trained_all = train_jobs(
+                spark,
+                [training_job(m, sets[m]) for m in methods],
+                len(data.stats),
+                settings,
+                seeds,
             )
-            for seed, result in zip(seeds, trained, strict=True):
-                metrics = binary_metrics(score(tests, result["state_dict"], settings))
-                log.info(
-                    "%s (model seed %d): %s, best epoch %d",
-                    method,
-                    seed,
-                    metrics,
-                    result["best_epoch"],
-                )
-                if metrics["rows"] != n_test:
-                    raise RuntimeError(f"scored {metrics['rows']} of {n_test} test rows")
-                results.append(
-                    {
-                        "run_date": run_date,
-                        "method": method,
-                        "cutoff": window.cutoff,
-                        "train_rows": sets.train_rows + sets.val_rows,
-                        "test_rows": metrics["rows"],
-                        "test_positives": metrics["positives"],
-                        "auc": metrics["auc"],
-                        "pr_auc": metrics["pr_auc"],
-                        "log_loss": metrics["log_loss"],
-                        "ri_auc": None,
-                        "epochs": len(result["epochs"]),
-                        "final_train_loss": float(result["epochs"][-1]["loss"]),
-                        "train_rows_per_s": float(
-                            np.mean([e["rows_per_s"] for e in result["epochs"]])
-                        ),
-                        "train_seconds": seconds / len(seeds),
-                        "pcoc": metrics["pcoc"],
-                        "censored_share": censored_share,
-                        "train_start": window.train_start,
-                        "model_seed": seed,
-                    }
-                )
+        models = [
+            (method, seed, result)
+            for method, trained in zip(methods, trained_all, strict=True)
+            for seed, result in zip(seeds, trained, strict=True)
+        ]
+        with timed(log, f"scoring {len(models)} model(s) on {n_test} test rows in one pass"):
+            scored = score_models(tests, [m[2]["state_dict"] for m in models], settings)
+            all_metrics = binary_metrics_of_columns(
+                scored, [f"probability_{i}" for i in range(len(models))]
+            )
+        results = []
+        for (method, seed, result), metrics in zip(models, all_metrics, strict=True):
+            log.info(
+                "%s (model seed %d): %s, best epoch %d",
+                method,
+                seed,
+                metrics,
+                result["best_epoch"],
+            )
+            if metrics["rows"] != n_test:
+                raise RuntimeError(f"scored {metrics['rows']} of {n_test} test rows")
+            results.append(
+                {
+                    "run_date": run_date,
+                    "method": method,
+                    "cutoff": window.cutoff,
+                    "train_rows": sets[method].train_rows + sets[method].val_rows,
+                    "test_rows": metrics["rows"],
+                    "test_positives": metrics["positives"],
+                    "auc": metrics["auc"],
+                    "pr_auc": metrics["pr_auc"],
+                    "log_loss": metrics["log_loss"],
+                    "ri_auc": None,
+                    "epochs": len(result["epochs"]),
+                    "final_train_loss": float(result["epochs"][-1]["loss"]),
+                    "train_rows_per_s": float(np.mean([e["rows_per_s"] for e in result["epochs"]])),
+                    "train_seconds": result["seconds"],
+                    "pcoc": metrics["pcoc"],
+                    "censored_share": censored_share,
+                    "train_start": window.train_start,
+                    "model_seed": seed,
+                }
+            )
         tests.unpersist()
     finally:
         data.release()

@@ -45,25 +45,39 @@ def average_precision(scored: DataFrame, score_col: str = "probability") -> floa
     return float(row["ap"] / row["p"])
 
 
-def binary_metrics(scored: DataFrame) -> dict[str, float]:
+def binary_metrics(scored: DataFrame, score_col: str = "probability") -> dict[str, float]:
     """AUC (MLlib), average precision (``pr_auc``), log loss (one aggregation), rows and
-    positives of ``scored`` (``label`` 0/1 and ``probability``). Scores once: ``scored`` is
+    positives of ``scored`` (``label`` 0/1 and ``score_col``). Scores once: ``scored`` is
     persisted meanwhile."""
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        p = F.least(F.greatest(F.col("probability"), F.lit(1e-7)), F.lit(1 - 1e-7))
-        y = F.col("label")
-        row = scored.agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.sum(y).alias("positives"),
-            F.avg(-(y * F.log(p) + (1 - y) * F.log(1 - p))).alias("log_loss"),
-            F.avg("probability").alias("mean_probability"),
-        ).head()
-        evaluator = BinaryClassificationEvaluator(rawPredictionCol="probability", labelCol="label")
-        auc = evaluator.evaluate(scored, {evaluator.metricName: "areaUnderROC"})
-        ap = average_precision(scored)
+        return _metrics_of_persisted(scored, score_col)
     finally:
         scored.unpersist()
+
+
+def binary_metrics_of_columns(scored: DataFrame, score_cols: Sequence[str]) -> list[dict]:
+    """``binary_metrics`` of each of ``score_cols`` of one scored frame (several models on the
+    same rows), which is computed once and persisted meanwhile."""
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return [_metrics_of_persisted(scored, c) for c in score_cols]
+    finally:
+        scored.unpersist()
+
+
+def _metrics_of_persisted(scored: DataFrame, score_col: str) -> dict[str, float]:
+    p = F.least(F.greatest(F.col(score_col), F.lit(1e-7)), F.lit(1 - 1e-7))
+    y = F.col("label")
+    row = scored.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(y).alias("positives"),
+        F.avg(-(y * F.log(p) + (1 - y) * F.log(1 - p))).alias("log_loss"),
+        F.avg(score_col).alias("mean_probability"),
+    ).head()
+    evaluator = BinaryClassificationEvaluator(rawPredictionCol=score_col, labelCol="label")
+    auc = evaluator.evaluate(scored, {evaluator.metricName: "areaUnderROC"})
+    ap = average_precision(scored, score_col)
     positives = int(row["positives"] or 0)
     return {
         "rows": int(row["rows"]),

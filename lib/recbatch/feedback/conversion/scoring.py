@@ -71,3 +71,37 @@ def score(
         ["example_id", "label"],
         "example_id long, label double, probability double",
     )
+
+
+def score_models(
+    rows: DataFrame, state_dicts: Sequence[dict[str, torch.Tensor]], settings: ConversionSettings
+) -> DataFrame:
+    """``example_id``, ``label`` and ``probability_<i>`` of model ``i`` for every row, in one
+    ``mapInPandas`` pass: a comparison of many models (methods x seeds) reads the test set and
+    starts its Python workers once, not once per model."""
+    weights = [{k: v.numpy() for k, v in state.items()} for state in state_dicts]
+    n_features = int(weights[0]["net.0.weight"].shape[1])
+    shared = rows.sparkSession.sparkContext.broadcast(weights)
+    columns = [f"probability_{i}" for i in range(len(weights))]
+    schema = "example_id long, label double, " + ", ".join(f"{c} double" for c in columns)
+    typed = rows.select(F.col("example_id").cast("long"), F.col("label").cast("double"), "features")
+
+    def run(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        torch.set_num_threads(1)
+        models = []
+        for state in shared.value:
+            model = build_model(n_features, settings)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            models.append(model.eval())
+        for frame in frames:
+            if not len(frame):
+                continue
+            x = torch.from_numpy(np.stack(frame["features"].to_numpy()).astype(np.float32))
+            out = {"example_id": frame["example_id"], "label": frame["label"]}
+            for column, model in zip(columns, models, strict=True):
+                out[column] = _mean_probability(model, x)["probability"]
+            yield pd.DataFrame(out)
+
+    return typed.mapInPandas(run, schema)

@@ -21,6 +21,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -231,40 +232,57 @@ def _core(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def train_conversion_models(
-    train_path: str, n_features: int, settings: ConversionSettings, seeds: Sequence[int], **kwargs
-) -> list[dict[str, Any]]:
-    """``train_conversion_model`` once per seed, one after the other in the same process group
-    (the DDP start-up is paid once, not per seed); only the seed changes between them."""
-    return [
-        train_conversion_model(
-            train_path, n_features, settings.model_copy(update={"seed": seed}), **kwargs
-        )
-        for seed in seeds
-    ]
+@dataclass(frozen=True)
+class TrainingJob:
+    """One tensor set to train on: a method's training rows, its validation slice, its loss."""
+
+    train_path: str
+    val_path: str | None = None
+    train_rows: int | None = None
+    fake_negative_weighting: bool = False
 
 
-def train_seeds(
+def train_conversion_jobs(
+    jobs: Sequence[TrainingJob], n_features: int, settings: ConversionSettings, seeds: Sequence[int]
+) -> list[list[dict[str, Any]]]:
+    """``train_conversion_model`` for every job and seed, one after the other in the same
+    process group, so the DDP start-up (~15 s on 2 cores) is paid once for the whole comparison
+    and not once per method and seed. Only the seed changes between a job's models. Each result
+    has ``seconds``: its own training time."""
+    results = []
+    for job in jobs:
+        per_seed = []
+        for seed in seeds:
+            start = time.monotonic()
+            result = train_conversion_model(
+                job.train_path,
+                n_features,
+                settings.model_copy(update={"seed": seed}),
+                fake_negative_weighting=job.fake_negative_weighting,
+                val_path=job.val_path,
+                train_rows=job.train_rows,
+            )
+            result["seconds"] = time.monotonic() - start
+            per_seed.append(result)
+        results.append(per_seed)
+    return results
+
+
+def train_jobs(
     spark,
-    train_path: str,
+    jobs: Sequence[TrainingJob],
     n_features: int,
     settings: ConversionSettings,
     seeds: Sequence[int],
-    fake_negative_weighting: bool = False,
-    val_path: str | None = None,
-    train_rows: int | None = None,
-) -> list[dict[str, Any]]:
-    """``train_conversion_models`` in ``settings.num_processes`` DDP processes: one result per
-    seed, in ``seeds`` order."""
+) -> list[list[dict[str, Any]]]:
+    """``train_conversion_jobs`` in ``settings.num_processes`` DDP processes: per job (in
+    order), one result per seed (in ``seeds`` order)."""
     return run_distributed(
-        train_conversion_models,
-        train_path,
+        train_conversion_jobs,
+        list(jobs),
         n_features,
         settings,
         list(seeds),
-        fake_negative_weighting=fake_negative_weighting,
-        val_path=val_path,
-        train_rows=train_rows,
         num_processes=settings.num_processes,
         spark=spark,
     )
@@ -280,14 +298,6 @@ def train(
     train_rows: int | None = None,
 ) -> dict[str, Any]:
     """One model (``settings.seed``) in ``settings.num_processes`` DDP processes."""
-    (result,) = train_seeds(
-        spark,
-        train_path,
-        n_features,
-        settings,
-        [settings.seed],
-        fake_negative_weighting=fake_negative_weighting,
-        val_path=val_path,
-        train_rows=train_rows,
-    )
+    job = TrainingJob(train_path, val_path, train_rows, fake_negative_weighting)
+    ((result,),) = train_jobs(spark, [job], n_features, settings, [settings.seed])
     return result
