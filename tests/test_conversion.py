@@ -299,3 +299,17 @@ def test_model_seeds_train_one_model_per_seed_on_the_same_rows(spark, conv_cfg, 
     assert vanilla[0]["log_loss"] != vanilla[1]["log_loss"], "the seeds give different models"
     for r in rows:
         assert r["ri_auc"] == (0.0 if r["method"] == "vanilla" else 1.0)
+
+
+def test_no_hidden_layers_is_a_logistic_regression():
+    """``hidden_sizes: []``: one linear layer from the features to the logit, no nonlinearity;
+    negative widths are refused with the setting's name."""
+    settings = ConversionSettings(hidden_sizes=())
+    model = build_model(5, settings)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 and linears[0].in_features == 5 and linears[0].out_features == 1
+    x = torch.randn(4, 5)
+    expected = x @ linears[0].weight.T + linears[0].bias
+    assert torch.allclose(model(x), expected)
+    with pytest.raises(ValueError, match="conversion.hidden_sizes"):
+        ConversionSettings(hidden_sizes=(8, 0))
