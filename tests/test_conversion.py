@@ -30,6 +30,7 @@ from recbatch.feedback.conversion import (
     write_tensor_set,
     write_training_sets,
 )
+from recbatch.feedback.conversion.training import start_at_base_rate, weighted_base_logit
 from recbatch.train.distributed import is_local_master, run_distributed
 
 SETTINGS = ConversionSettings(
@@ -313,3 +314,21 @@ def test_no_hidden_layers_is_a_logistic_regression():
     assert torch.allclose(model(x), expected)
     with pytest.raises(ValueError, match="conversion.hidden_sizes"):
         ConversionSettings(hidden_sizes=(8, 0))
+
+
+def test_training_starts_at_the_weighted_base_rate(spark, data_root):
+    """The output bias starts at log(sum w_pos / sum w_neg): the model's first prediction is
+    the weighted positive rate, not 0.5."""
+    rows = spark.createDataFrame(
+        [(i, [0.0, 1.0], 1.0 if i < 3 else 0.0, 0.0 if i < 3 else 2.0, float(i < 3))
+         for i in range(40)],
+        "example_id long, features array<float>, w_pos float, w_neg float, label float",
+    )  # fmt: skip
+    path = str(data_root / "base_rate_shards")
+    settings = SETTINGS.model_copy(update={"num_processes": 1, "row_groups_per_trainer": 1})
+    write_tensor_set(rows, path, settings)
+    logit = weighted_base_logit(path, torch.device("cpu"))
+    assert logit == pytest.approx(math.log(3.0 / 74.0))
+    model = build_model(2, settings.model_copy(update={"hidden_sizes": ()}))
+    start_at_base_rate(model, logit)
+    assert model.net[-1].bias.item() == pytest.approx(logit)
