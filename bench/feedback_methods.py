@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/feedback_methods.py [--config FILE] [--set key=value ...]
         [--seeds 1,2,3] [--seed-keys generator.seed,conversion.seed] [--no-generate]
-        [--cutoffs T1,T2,...]
+        [--cutoffs T1,T2,...] [--model-seeds N]
 
 For each seed: the seed is written into every ``--seed-keys`` setting, then (unless
 ``--no-generate``) a log is generated, ingested and turned into examples under
@@ -10,7 +10,10 @@ For each seed: the seed is written into every ``--seed-keys`` setting, then (unl
 and scores one model per method exactly as the pipeline's conversion stage does. With
 ``--no-generate`` (real data, e.g. ``conf/taobao.yaml``) the input is ingested once per seed into
 one folder once and only the model seeds vary: the spread then says how much of a difference
-between methods is training noise.
+between methods is training noise. ``--model-seeds N`` (real data) trains those N replicates of
+every method in one distributed run per cutoff, as ``conversion.model_seeds`` does in the
+pipeline: the same models, with one flip fit and one worker start-up per cutoff instead of one
+per seed.
 
 ``--cutoffs`` (ISO times) runs the protocol at several cutoffs T (rolling evaluation, as the
 field does): per seed, one model per method and cutoff (``feedback.cutoff = T``; the training
@@ -76,6 +79,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-generate", action="store_true", help="ingest the configured input")
     parser.add_argument("--cutoffs", default="", help="comma-separated ISO cutoffs T (rolling)")
+    parser.add_argument(
+        "--model-seeds",
+        type=int,
+        default=0,
+        help="real data (--no-generate): N model seeds from the first --seeds value, all trained "
+        "in one distributed run per cutoff (one flip fit and one worker start-up per cutoff "
+        "instead of one per seed); each model seed is a replicate",
+    )
     parser.add_argument("--min-gap", type=float, default=0.002, help="oracle - vanilla AUC")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
@@ -89,10 +100,16 @@ def interval(values: list[float]) -> str:
     return str(spread) if spread.sd is None else f"{spread} (sd {spread.sd:.4f})"
 
 
-def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None):
-    """One seed end to end; returns the metric rows and the (possibly new) session."""
-    # One model per method and seed here: the seeds of --seeds are the replicates.
-    seeded = ["conversion.model_seeds=1"]
+def run_seed(
+    args: argparse.Namespace,
+    seed: int,
+    methods: list[str],
+    spark=None,
+    model_seeds: int = 1,
+):
+    """One seed end to end; returns one list of metric rows per model seed (the replicates) and
+    the (possibly new) session."""
+    seeded = [f"conversion.model_seeds={model_seeds}"]
     seeded += [f"{key}={seed}" for key in args.seed_keys.split(",") if key]
     base = load_config(args.config, args.overrides)
     folder = "shared" if args.no_generate else f"seed={seed}"
@@ -105,7 +122,10 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None
             generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
         ingest_events(spark, cfg)
         counts = examples_stage(spark, cfg)
-        print(f"\n{counts['examples']} examples, {counts['converted']} converted", flush=True)
+        print(
+            f"\n{counts['examples']} examples, {counts['converted']} converted",
+            flush=True,
+        )
         _PREPARED.add(str(root))
     examples = spark.read.format("delta").load(cfg.table_path("examples"))
     cutoffs = [c for c in args.cutoffs.split(",") if c]
@@ -116,7 +136,12 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None
             if cutoff is None
             else load_config(
                 args.config,
-                [*args.overrides, *seeded, f"paths.data_root={root}", f"feedback.cutoff={cutoff}"],
+                [
+                    *args.overrides,
+                    *seeded,
+                    f"paths.data_root={root}",
+                    f"feedback.cutoff={cutoff}",
+                ],
             )
         )
         rows = evaluate_methods(spark, examples, at, methods, end=data_end(spark, at, examples))
@@ -124,7 +149,11 @@ def run_seed(args: argparse.Namespace, seed: int, methods: list[str], spark=None
         print(format_table(rows), flush=True)
         per_cutoff.append(rows)
     print(f"seed {seed}: {time.monotonic() - start:.0f}s", flush=True)
-    return (per_cutoff[0] if len(per_cutoff) == 1 else pooled(per_cutoff)), spark
+    replicates = []
+    for model_seed in sorted({r["model_seed"] for r in per_cutoff[0]}):
+        mine = [[r for r in rows if r["model_seed"] == model_seed] for rows in per_cutoff]
+        replicates.append(mine[0] if len(mine) == 1 else pooled(mine))
+    return replicates, spark
 
 
 def pooled(per_cutoff: list[list[dict]]) -> list[dict]:
@@ -174,7 +203,10 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
         f"RI-AUC over {sum(valid)} of {len(valid)} seeds (those whose oracle beats vanilla by "
         f"more than {min_gap} AUC)"
     )
-    lines += ["", "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)"]
+    lines += [
+        "",
+        "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)",
+    ]
     lines.append(f"{'method':<20} {'AUC':>28} {'wins':>5} {'log loss':>28} {'wins':>5}")
     for method in [m for m in methods if m != "vanilla"]:
         cells = []
@@ -202,11 +234,20 @@ def main(argv=None) -> None:
     configure_logging(args.log_level)
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.model_seeds and not args.no_generate:
+        raise SystemExit(
+            "--model-seeds replicates models on one data set: use it with --no-generate"
+        )
     per_seed, spark = [], None
-    for seed in seeds:
-        rows, spark = run_seed(args, seed, methods, spark)
-        per_seed.append(rows)
-    print(f"\nover {len(seeds)} seeds ({args.seed_keys}): mean ± 95% t-interval")
+    if args.model_seeds:
+        per_seed, spark = run_seed(args, seeds[0], methods, model_seeds=args.model_seeds)
+        label = f"model seeds {seeds[0]}..{seeds[0] + args.model_seeds - 1}"
+    else:
+        for seed in seeds:
+            replicates, spark = run_seed(args, seed, methods, spark)
+            per_seed.extend(replicates)
+        label = f"seeds ({args.seed_keys})"
+    print(f"\nover {len(per_seed)} {label}: mean ± 95% t-interval")
     print(summarise(per_seed, methods, args.min_gap))
     if spark is not None:
         spark.stop()
