@@ -210,6 +210,17 @@ def test_composite_is_the_documented_score_as_one_dot_product(spark: SparkSessio
         a, b, p, q, phi, moments, direction_weight=0, potential_weight=c
     )
     np.testing.assert_array_equal(np.argsort(alone @ targets0.T, 1), np.argsort(raw, 1))
+    # the source prior: - beta * phi_u, one offset per source, so no source's ranking moves
+    beta = 0.8
+    biased, targets_b = compose_vectors(
+        a, b, p, q, phi, moments, direction_weight=lam, potential_weight=c, source_prior_weight=beta
+    )
+    np.testing.assert_allclose(
+        biased @ targets_b.T, expected - beta * phi[:, None], rtol=1e-9, atol=1e-9
+    )
+    np.testing.assert_array_equal(
+        np.argsort(biased @ targets_b.T, 1), np.argsort(sources @ targets.T, 1)
+    )
 
     # the moments summed per Spark partition equal the in-memory ones
     frame = spark.createDataFrame(

@@ -6,7 +6,7 @@ reference table of ``../shared/data/README.md``: dual MF loses 6 points of Hits@
 DiGAE 15). BLADE therefore learns the two answers with two GNN channels on the same degree-aware
 samples and adds them:
 
-    score(u -> v) = z_u(v) + lambda * ( d(u, v) / sd_d + c * (phi_v - phi_u) )
+    score(u -> v) = z_u(v) + lambda * ( d(u, v) / sd_d + c * (phi_v - phi_u) ) - beta * phi_u
 
 * ``z_u(v) = (x_u . x_v - mean_w x_u . x_w) / sd_w(x_u . x_w)``: the **existence** channel, a
   symmetric embedding x (``embedding=single``, random negatives only, as GAE trains),
@@ -23,6 +23,13 @@ samples and adds them:
   potential**, how target-like a node is (a paper cited more than it cites is older; a product
   bought after others is the accessory). ``phi_v - phi_u`` is antisymmetric too.
 
+* ``- beta * phi_u``: the **source prior** (``blade.source_prior_weight``), a per-source offset
+  like the user bias of matrix factorisation: a target-like node (many in-edges, few out-edges)
+  is rarely the source of any edge. It is constant over a source's targets, so it changes no
+  ranking of targets (Hits@K, MRR and the top-K are exactly those of ``beta = 0``); it moves the
+  absolute level of a source's scores, which is what a score compared *across* sources reads:
+  the pooled direction AUC, and the link probability that one global threshold is applied to.
+
 Since both direction terms are antisymmetric, ``score(u, v) - score(v, u)`` is (up to the
 per-source scales) ``2 lambda (d + c dphi)``: the direction channel decides direction, and with
 a moderate ``lambda`` the existence channel still decides the ranking of a source's targets.
@@ -33,7 +40,7 @@ Every term is a dot product of a per-source and a per-target vector, so the comp
 as ordinary (source, target) vectors and everything downstream (top-K, evaluation, the referee)
 scores it as ``s_u . t_v``:
 
-    s_u = [ x_u / sd_u ;  r p_u ;  r q_u ;  lambda c ;  -lambda c phi_u ]
+    s_u = [ x_u / sd_u ;  r p_u ;  r q_u ;  lambda c ;  -(lambda c + beta) phi_u ]
     t_v = [ x_v - x_mean ;  r q_v ; -r p_v ;  phi_v    ;  1 ]          r = sqrt(lambda / sd_d)
 
 The moments (mean and covariance of x, second moments of p and q) are summed per partition on
@@ -140,12 +147,13 @@ def compose_vectors(
     *,
     direction_weight: float,
     potential_weight: float,
+    source_prior_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sources, targets) of the composite for the rows given (module doc for the layout):
     ``a``, ``b`` the existence channel's source and target vectors, ``p``, ``q`` the direction
     channel's, ``potential`` the degree potential."""
     a, b, p, q = (np.asarray(m, np.float64) for m in (a, b, p, q))
-    lam, c = direction_weight, potential_weight
+    lam, c, beta = direction_weight, potential_weight, source_prior_weight
     spread = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", a, moments.b_cov, a), 0.0))
     scale = np.sqrt(lam / moments.direction_sd)
     ones = np.ones((len(a), 1))
@@ -156,7 +164,7 @@ def compose_vectors(
             scale * p,
             scale * q,
             lam * c * ones,
-            -lam * c * phi,
+            -(lam * c + beta) * phi,
         ]
     )
     targets = np.hstack([b - moments.b_mean, scale * q, -scale * p, phi, ones])
@@ -200,6 +208,7 @@ def compose_embeddings(
     *,
     direction_weight: float,
     potential_weight: float,
+    source_prior_weight: float = 0.0,
 ) -> DataFrame:
     """``node_index``, ``source``, ``target`` (array<float>) of the composite.
 
@@ -222,7 +231,7 @@ def compose_embeddings(
         raise ValueError(f"{missing} nodes lack an embedding of one of BLADE's channels")
     joined = joined.localCheckpoint()
     moments = spark.sparkContext.broadcast(channel_moments(joined))
-    lam, c = float(direction_weight), float(potential_weight)
+    lam, c, beta = float(direction_weight), float(potential_weight), float(source_prior_weight)
 
     def compose(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
@@ -235,6 +244,7 @@ def compose_embeddings(
                 moments.value,
                 direction_weight=lam,
                 potential_weight=c,
+                source_prior_weight=beta,
             )
             yield pd.DataFrame(
                 {

@@ -41,6 +41,13 @@ class BladeSettings(_Section):
         description="composite: c, the weight of the degree potential log((in+1)/(out+1)) "
         "inside the direction channel",
     )
+    source_prior_weight: float = Field(
+        0.0,
+        ge=0,
+        description="composite: beta, the weight of -phi_u, a per-source offset (target-like "
+        "nodes rarely link out). Changes no source's ranking of targets; moves scores compared "
+        "across sources (pooled direction AUC, one global link threshold)",
+    )
     dim: int = Field(64, ge=2, description="width of the source and of the target embedding")
     shared_fraction: float = Field(
         0.5, gt=0, lt=1, description="dual only: share of dim that is the symmetric part"

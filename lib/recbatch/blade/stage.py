@@ -76,6 +76,7 @@ TRAINED_VARIANTS: dict[str, dict[str, Any]] = {
 COMPOSE_DEFAULTS = {
     "direction_weight": 0.0,
     "potential_weight": 0.0,
+    "source_prior_weight": 0.0,
     "existence_embedding": "single",
 }
 """The composite's weights as a GNN fingerprint sees them: always the same."""
@@ -251,6 +252,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
             nodes,
             direction_weight=plan.job_settings.direction_weight,
             potential_weight=plan.job_settings.potential_weight,
+            source_prior_weight=plan.job_settings.source_prior_weight,
         )
     else:
         vectors = spark.read.parquet(trained["model"]["embeddings"])

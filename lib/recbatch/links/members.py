@@ -64,6 +64,7 @@ def dropout_members(
     *,
     direction_weight: float,
     potential_weight: float,
+    source_prior_weight: float = 0.0,
 ) -> LinkMembers:
     """The composite's MC-dropout draws from the channels' served vectors and draws (folders)."""
     num_nodes = nodes.count()
@@ -95,6 +96,7 @@ def dropout_members(
             moments,
             direction_weight=direction_weight,
             potential_weight=potential_weight,
+            source_prior_weight=source_prior_weight,
         )
         sources.append(s.astype(np.float32))
         targets.append(t.astype(np.float32))

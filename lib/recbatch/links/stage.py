@@ -106,6 +106,7 @@ def link_members(spark: SparkSession, cfg: RecbatchConfig, nodes: DataFrame) -> 
         nodes,
         direction_weight=cfg.blade.direction_weight,
         potential_weight=cfg.blade.potential_weight,
+        source_prior_weight=cfg.blade.source_prior_weight,
     )
 
 
