@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/blade_throughput.py [--nodes 100000] [--edges 1000000] [--dim 64]
         [--epochs 2] [--batch-size 1024] [--topk-sources 20000] [--k 50] [--spark]
-        [--work-dir DIR]
+        [--work-dir DIR] [--top-k-only]
 
 Inputs are synthetic, written as the stages write them (Parquet with the samples layout of
 ``recbatch.graph.samples`` and the training-edge columns of ``recbatch.blade.data``): ``--edges``
@@ -14,7 +14,7 @@ for what hop 1 did not fill). Printed:
 2. **training**: edges/s of ``train_blade`` in one process (this is what a step consumes), and
    the ratio loader / training (goal >= 3: the loader is never the bottleneck);
 3. **top-K**: the machine's float32 matmul GFLOP/s measured on the top-K's own shapes
-   (``[block_rows, d] x [d, n]``), then ``top_k_block`` pairs/s over ``--topk-sources`` sources
+   (``[block_rows, d] x [d, n]``), then ``TopK`` pairs/s over ``--topk-sources`` sources
    against all nodes, its effective GFLOP/s (2 d flops per pair) and the share of the matmul rate
    (goal >= 50%); with ``--spark``, ``top_k_recommendations`` end to end on local Spark.
 
@@ -40,7 +40,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from recbatch.blade.data import edge_batches, edge_dataset  # noqa: E402
-from recbatch.blade.recommend import top_k_block  # noqa: E402
+from recbatch.blade.recommend import TopK  # noqa: E402
 from recbatch.blade.settings import BladeSettings  # noqa: E402
 from recbatch.blade.train import TrainJob, train_blade  # noqa: E402
 
@@ -124,17 +124,15 @@ def matmul_gflops(block: int, dim: int, n: int, repeats: int = 5) -> float:
 
 
 def bench_top_k(nodes: int, dim: int, sources: int, k: int, block: int) -> tuple[float, float]:
+    """Pairs/s and effective GFLOP/s of one ``TopK`` over ``sources`` in blocks, as a Spark
+    partition of ``top_k_recommendations`` runs it (one target matrix, one reused buffer)."""
     rng = np.random.default_rng(1)
     targets = rng.normal(size=(nodes, dim)).astype(np.float32)
     queries = rng.normal(size=(sources, dim)).astype(np.float32)
     start = time.monotonic()
+    top_k = TopK(targets, k, block_rows=block)
     for first in range(0, sources, block):
-        top_k_block(
-            queries[first : first + block],
-            np.arange(first, min(first + block, sources)),
-            targets,
-            k,
-        )
+        top_k(queries[first : first + block], np.arange(first, min(first + block, sources)))
     seconds = time.monotonic() - start
     pairs = sources * nodes / seconds
     return pairs, pairs * 2 * dim / 1e9
@@ -181,7 +179,15 @@ def main() -> None:
     ap.add_argument("--block-rows", type=int, default=2048)
     ap.add_argument("--spark", action="store_true")
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument(
+        "--top-k-only",
+        action="store_true",
+        help="only the matmul rate and the top-K (minutes instead of a training run)",
+    )
     args = ap.parse_args()
+    if args.top_k_only:
+        report_top_k(args)
+        return
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="blade_throughput_"))
     try:
         pairs = synthetic_edges(args.nodes, args.edges)
@@ -214,28 +220,32 @@ def main() -> None:
             f"{settings.negatives} negatives): {train_rate:,.0f} edges/s ({load()})"
         )
         print(f"loader / training: {loader / train_rate:.1f}x (goal >= 3x)", flush=True)
-        peak = matmul_gflops(args.block_rows, args.dim, args.nodes)
-        pairs_s, effective = bench_top_k(
-            args.nodes, args.dim, args.topk_sources, args.k, args.block_rows
-        )
-        print(
-            f"matmul [{args.block_rows}x{args.dim}] x [{args.dim}x{args.nodes}]: {peak:.1f} GFLOP/s"
-        )
-        print(
-            f"top-{args.k} (numpy blocks): {pairs_s / 1e6:,.1f}M pairs/s = {effective:.1f} GFLOP/s, "
-            f"{effective / peak:.0%} of the matmul rate (goal >= 50%) ({load()})",
-            flush=True,
-        )
-        if args.spark:
-            n = min(args.nodes, 50_000)
-            rate = bench_spark_top_k(n, args.dim, args.k, args.block_rows)
-            print(
-                f"top-{args.k} on local Spark ({n} x {n} pairs, 4 tasks): {rate / 1e6:,.1f}M pairs/s "
-                f"= {rate * 2 * args.dim / 1e9:.1f} GFLOP/s ({load()})"
-            )
+        report_top_k(args)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def report_top_k(args: argparse.Namespace) -> None:
+    """The matmul rate on the top-K's shapes, measured just before the top-K itself (so both
+    see the same machine load), then the top-K against it; with ``--spark`` the Spark path."""
+    peak = matmul_gflops(args.block_rows, args.dim, args.nodes)
+    pairs_s, effective = bench_top_k(
+        args.nodes, args.dim, args.topk_sources, args.k, args.block_rows
+    )
+    print(f"matmul [{args.block_rows}x{args.dim}] x [{args.dim}x{args.nodes}]: {peak:.1f} GFLOP/s")
+    print(
+        f"top-{args.k} (numpy blocks): {pairs_s / 1e6:,.1f}M pairs/s = {effective:.1f} GFLOP/s, "
+        f"{effective / peak:.0%} of the matmul rate (goal >= 50%) ({load()})",
+        flush=True,
+    )
+    if args.spark:
+        n = min(args.nodes, 50_000)
+        rate = bench_spark_top_k(n, args.dim, args.k, args.block_rows)
+        print(
+            f"top-{args.k} on local Spark ({n} x {n} pairs, 4 tasks): {rate / 1e6:,.1f}M pairs/s "
+            f"= {rate * 2 * args.dim / 1e9:.1f} GFLOP/s ({load()})"
+        )
 
 
 if __name__ == "__main__":
