@@ -63,13 +63,29 @@ from petastorm.fs_utils import get_filesystem_and_path_or_paths
 from petastorm.reader import Reader
 from torch.utils.data import IterableDataset, get_worker_info
 
-# Petastorm 0.13 drives pyarrow 14's legacy dataset API (why pyarrow is pinned: setup.py) and
-# leaves a file handle to the garbage collector; both warnings are known and harmless, and in
-# every torch worker they would bury the training log.
-warnings.filterwarnings(
-    "ignore", category=FutureWarning, message=r".*(use_legacy_dataset|ParquetDataset).*"
-)
-warnings.filterwarnings("ignore", category=ResourceWarning, module=r"petastorm\.")
+
+def quiet_petastorm_warnings() -> None:
+    """Ignore the warnings Petastorm 0.13 raises on every reader it opens.
+
+    Why: it drives pyarrow 14's legacy dataset API (why pyarrow is pinned: setup.py), which
+    deprecates what it calls, and it leaves each Parquet file handle to the garbage collector.
+    Both are known and harmless, and a pipeline run printed 13,000 of them from its torch
+    workers, burying the training log. Called at import and again whenever a reader opens:
+    ``filterwarnings`` moves an existing filter back to the front, so a filter some library
+    inserted since (many reset them inside ``catch_warnings``) cannot override these.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+    warnings.filterwarnings(
+        "ignore",
+        category=FutureWarning,
+        message=r".*(use_legacy_dataset|ParquetDataset|pyarrow\.localfs|metadata_nthreads).*",
+    )
+    warnings.filterwarnings(
+        "ignore", category=ResourceWarning, message=r"unclosed file .*\.parquet"
+    )
+
+
+quiet_petastorm_warnings()
 
 DEFAULT_SEED = 7
 """Shuffle seed when none is given. Never 0: Petastorm reads a seed of 0 as "random every run"."""
@@ -365,6 +381,7 @@ def _open_reader(
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
     if wanted is not None and not wanted:
         raise ValueError("columns must name at least one column (or be None for all)")
+    quiet_petastorm_warnings()
     reader = make_batch_reader(
         parquet_url(path),
         # Anchored, escaped patterns: Petastorm takes regular expressions, and "id" alone would
