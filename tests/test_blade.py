@@ -371,27 +371,6 @@ def test_top_k_block_equals_brute_force_with_ties_and_exclusions() -> None:
     assert np.all(np.diff(scores, axis=1) <= 0)
 
 
-def test_top_k_selects_in_row_slices_over_threads_exactly_as_brute_force() -> None:
-    """A block large enough to be split over selection threads gives the brute-force lists,
-    ties (at the k-th place too) broken by the lower target index."""
-    rng = np.random.default_rng(3)
-    sources = rng.integers(-2, 3, size=(300, 4)).astype(np.float32)
-    targets = rng.integers(-2, 3, size=(200, 4)).astype(np.float32)
-    known = {u: set(rng.choice(200, 4, replace=False).tolist()) for u in range(300)}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)  # three slices of 100 rows, whatever the machine
-    try:
-        best, scores = TopK(targets, 7, block_rows=300)(
-            sources, np.arange(300) % 200, [np.array(sorted(known[u])) for u in range(300)]
-        )
-    finally:
-        torch.set_num_threads(threads)
-    own = {u: known[u] | {u % 200} for u in range(300)}
-    expected = _brute_force_top_k(sources, targets, 7, own)
-    assert best.tolist() == expected
-    assert np.all(np.diff(scores, axis=1) <= 0)
-
-
 def test_top_k_block_reuses_its_buffer_and_pads_rows_with_too_few_targets() -> None:
     """One TopK scores blocks of different sizes (the buffer is reused); a source whose known
     targets leave fewer than k candidates gets index -1 / score -inf in the empty slots."""

@@ -12,8 +12,6 @@ source row, so the exclusion is a scatter of -inf into its row of scores).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -30,12 +28,9 @@ class TopK:
     Built once per Spark partition: it keeps the target matrix transposed and contiguous
     (``[d, n]``, the layout BLAS multiplies fastest) and one score buffer that every block
     reuses, so a block costs one ``matmul`` into memory that is already mapped, one scatter of
-    ``-inf`` for the exclusions and a torch ``topk`` (a selection, several times faster than
-    numpy's ``argpartition`` on CPU) per slice of rows, one slice per thread. numpy's BLAS does
-    the multiply: on the 2-core dev machine it ran ~2x faster than torch's ``mm`` on these
-    shapes (``bench/blade_throughput.py``). The slices: one ``topk`` call over a [1024 x 50k]
-    block kept only ~1.4 of the 2 cores busy, two calls on halves in two threads (torch releases
-    the GIL) both, and the selection is as long as the multiply at d = 64.
+    ``-inf`` for the exclusions and one torch ``topk`` (a selection, several times faster than
+    numpy's ``argpartition`` on CPU). numpy's BLAS does the multiply: on the 2-core dev machine it
+    ran ~2x faster than torch's ``mm`` on these shapes (``bench/blade_throughput.py``).
     """
 
     def __init__(self, targets: np.ndarray, k: int, block_rows: int = 2048) -> None:
@@ -67,10 +62,10 @@ class TopK:
         # tied with a target outside it and the lowest index must win (topk's order among
         # equal scores is unspecified); everywhere else the pick is exact as it is.
         width = min(k + 1, self.num_targets)
-        values, picked = _select(scores, width)
-        best_scores, best = values[:, :k].copy(), picked[:, :k].copy()
+        values, picked = torch.topk(torch.from_numpy(scores), width, dim=1, sorted=True)
+        best_scores, best = values.numpy()[:, :k].copy(), picked.numpy()[:, :k].copy()
         if width > k:
-            kth, after = values[:, k - 1], values[:, k]
+            kth, after = values.numpy()[:, k - 1], values.numpy()[:, k]
             for row in np.flatnonzero((kth == after) & np.isfinite(kth)):
                 best[row], best_scores[row] = _lowest_index_pick(scores[row], kth[row], k)
         order = np.lexsort((best, -best_scores), axis=1)
@@ -96,32 +91,6 @@ class TopK:
             if lengths.sum():
                 columns = np.concatenate([np.asarray(x, dtype=np.int64) for x in known])
                 scores[np.repeat(rows[: len(known)], lengths), columns] = -np.inf
-
-
-def _select(scores: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values, indices) of the ``width`` largest scores of every row, best first: torch ``topk``
-    on one slice of rows per thread (``TopK``'s docstring says why)."""
-    threads = torch.get_num_threads()
-    tensor = torch.from_numpy(scores)
-    if threads <= 1 or len(scores) < 64 * threads:
-        values, picked = torch.topk(tensor, width, dim=1, sorted=True)
-        return values.numpy(), picked.numpy()
-    parts = list(
-        _selection_pool(threads).map(
-            lambda rows: torch.topk(rows, width, dim=1, sorted=True),
-            torch.tensor_split(tensor, threads),
-        )
-    )
-    return (
-        torch.cat([values for values, _ in parts]).numpy(),
-        torch.cat([picked for _, picked in parts]).numpy(),
-    )
-
-
-@cache
-def _selection_pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per process (a Spark Python worker scores partition after partition)."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="recbatch-topk")
 
 
 def _lowest_index_pick(row: np.ndarray, kth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
