@@ -72,7 +72,8 @@ def quiet_petastorm_warnings() -> None:
     Both are known and harmless, and a pipeline run printed 13,000 of them from its torch
     workers, burying the training log. Called at import and again whenever a reader opens:
     ``filterwarnings`` moves an existing filter back to the front, so a filter some library
-    inserted since (many reset them inside ``catch_warnings``) cannot override these.
+    inserted since (many reset them inside ``catch_warnings``, as pytest does around every test)
+    cannot override these.
     """
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
     warnings.filterwarnings(
@@ -123,6 +124,7 @@ def count_rows(
     row-group listing, so the numbering, and hence the shard, is the one the reader uses.
     """
     _check_shard(shard, shard_count)
+    quiet_petastorm_warnings()
     filesystem, dataset_path = get_filesystem_and_path_or_paths(parquet_url(path))
     dataset = pq.ParquetDataset(dataset_path, filesystem=filesystem, validate_schema=False)
     row_groups = load_row_groups(dataset)
