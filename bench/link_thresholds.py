@@ -165,7 +165,8 @@ def report(name: str, scores: DataFrame, settings: ThresholdSettings, args) -> N
     print(
         threshold_table(scores, settings, args.targets, args.resamples).to_string(
             index=False, float_format="%.3f"
-        )
+        ),
+        flush=True,
     )
     print(reliability(scores).to_string(index=False, float_format="%.3f"), flush=True)
 
