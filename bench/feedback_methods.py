@@ -101,11 +101,7 @@ def interval(values: list[float]) -> str:
 
 
 def run_seed(
-    args: argparse.Namespace,
-    seed: int,
-    methods: list[str],
-    spark=None,
-    model_seeds: int = 1,
+    args: argparse.Namespace, seed: int, methods: list[str], spark=None, model_seeds: int = 1
 ):
     """One seed end to end; returns one list of metric rows per model seed (the replicates) and
     the (possibly new) session."""
@@ -122,10 +118,7 @@ def run_seed(
             generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
         ingest_events(spark, cfg)
         counts = examples_stage(spark, cfg)
-        print(
-            f"\n{counts['examples']} examples, {counts['converted']} converted",
-            flush=True,
-        )
+        print(f"\n{counts['examples']} examples, {counts['converted']} converted", flush=True)
         _PREPARED.add(str(root))
     examples = spark.read.format("delta").load(cfg.table_path("examples"))
     cutoffs = [c for c in args.cutoffs.split(",") if c]
@@ -136,12 +129,7 @@ def run_seed(
             if cutoff is None
             else load_config(
                 args.config,
-                [
-                    *args.overrides,
-                    *seeded,
-                    f"paths.data_root={root}",
-                    f"feedback.cutoff={cutoff}",
-                ],
+                [*args.overrides, *seeded, f"paths.data_root={root}", f"feedback.cutoff={cutoff}"],
             )
         )
         rows = evaluate_methods(spark, examples, at, methods, end=data_end(spark, at, examples))
@@ -203,10 +191,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
         f"RI-AUC over {sum(valid)} of {len(valid)} seeds (those whose oracle beats vanilla by "
         f"more than {min_gap} AUC)"
     )
-    lines += [
-        "",
-        "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)",
-    ]
+    lines += ["", "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)"]
     lines.append(f"{'method':<20} {'AUC':>28} {'wins':>5} {'log loss':>28} {'wins':>5}")
     for method in [m for m in methods if m != "vanilla"]:
         cells = []
