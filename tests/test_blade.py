@@ -36,7 +36,7 @@ from recbatch.blade.evaluate import (
 from recbatch.blade.heldout import held_out_from_linkpred
 from recbatch.blade.loss import link_loss
 from recbatch.blade.model import BladeModel
-from recbatch.blade.recommend import TopK, top_k_block, top_k_recommendations
+from recbatch.blade.recommend import TopK, top_columns, top_k_block, top_k_recommendations
 from recbatch.blade.settings import BladeSettings
 from recbatch.blade.stage import (
     blade_stage,
@@ -386,6 +386,37 @@ def test_top_k_block_reuses_its_buffer_and_pads_rows_with_too_few_targets() -> N
         for row, want in enumerate(expected):
             assert best[row].tolist() == want + [-1] * (5 - len(want))
             assert np.all(np.isneginf(scores[row, len(want) :]))
+
+
+def test_top_columns_gives_topk_values_through_two_pruning_levels() -> None:
+    """65,541 columns: chunk maxima of chunk maxima, plus 5 tail columns outside every chunk;
+    integer scores tie everywhere, one row is all -inf and one has its best value in the tail."""
+    rng = np.random.default_rng(7)
+    scores = rng.integers(-50, 50, size=(6, 16 * 4096 + 5)).astype(np.float32)
+    scores[2] = -np.inf
+    scores[3, -1] = 1000.0
+    values, columns = top_columns(torch.from_numpy(scores), 51)
+    want = torch.topk(torch.from_numpy(scores), 51, dim=1, sorted=True).values
+    assert torch.equal(values, want)
+    assert torch.equal(torch.gather(torch.from_numpy(scores), 1, columns), values)
+    assert all(len(set(row)) == 51 for row in columns.tolist())
+    assert columns[3, 0].item() == scores.shape[1] - 1
+
+
+def test_top_k_on_wide_targets_equals_brute_force() -> None:
+    """Wide enough (5,000 targets) that the pruned selection runs; ties and exclusions as above."""
+    rng = np.random.default_rng(8)
+    sources = rng.integers(-2, 3, size=(12, 4)).astype(np.float32)
+    targets = rng.integers(-2, 3, size=(5000, 4)).astype(np.float32)
+    known = {u: set(rng.choice(5000, 40, replace=False).tolist()) for u in range(12)}
+    best, _ = top_k_block(
+        sources, np.arange(12), targets, 20, [np.array(sorted(known[u])) for u in range(12)]
+    )
+    scores = sources @ targets.T
+    for u in range(12):
+        allowed = np.array([v for v in range(5000) if v != u and v not in known[u]])
+        ranked = allowed[np.lexsort((allowed, -scores[u, allowed]))][:20]
+        assert best[u].tolist() == ranked.tolist()
 
 
 def test_spark_top_k_equals_numpy_reference(spark: SparkSession) -> None:

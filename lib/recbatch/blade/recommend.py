@@ -1,9 +1,9 @@
 """Exact top-K targets of every source: blocked matrix multiplies inside ``mapInPandas``.
 
 The score of every (source, target) pair is s_u . t_v, so the exact top K of a block of sources is
-one ``[block, d] x [d, n]`` matrix multiply followed by a selection per row (torch ``topk``): no cross join, no
-pair ever materialised as a row. The target matrix is broadcast once per executor (``n x d``
-float32: 256 MB for a million products at d = 64); sources are spread over Spark tasks and
+one ``[block, d] x [d, n]`` matrix multiply followed by a selection per row
+(:func:`top_columns`): no cross join, no pair ever materialised as a row. The target matrix is
+broadcast once per executor (``n x d`` float32: 256 MB for a million products at d = 64); sources are spread over Spark tasks and
 scored ``block_rows`` at a time by one :class:`TopK` per partition. The product itself is never
 recommended; with ``exclude_known`` neither are its existing training edges (they come with the
 source row, so the exclusion is a scatter of -inf into its row of scores).
@@ -28,8 +28,8 @@ class TopK:
     Built once per Spark partition: it keeps the target matrix transposed and contiguous
     (``[d, n]``, the layout BLAS multiplies fastest) and one score buffer that every block
     reuses, so a block costs one ``matmul`` into memory that is already mapped, one scatter of
-    ``-inf`` for the exclusions and one torch ``topk`` (a selection, several times faster than
-    numpy's ``argpartition`` on CPU). numpy's BLAS does the multiply: on the 2-core dev machine it
+    ``-inf`` for the exclusions and one :func:`top_columns` (a pruned torch ``topk``; torch's
+    selection is several times faster than numpy's ``argpartition`` on CPU). numpy's BLAS does the multiply: on the 2-core dev machine it
     ran ~2x faster than torch's ``mm`` on these shapes (``bench/blade_throughput.py``).
     """
 
@@ -62,7 +62,7 @@ class TopK:
         # tied with a target outside it and the lowest index must win (topk's order among
         # equal scores is unspecified); everywhere else the pick is exact as it is.
         width = min(k + 1, self.num_targets)
-        values, picked = torch.topk(torch.from_numpy(scores), width, dim=1, sorted=True)
+        values, picked = top_columns(torch.from_numpy(scores), width)
         best_scores, best = values.numpy()[:, :k].copy(), picked.numpy()[:, :k].copy()
         if width > k:
             kth, after = values.numpy()[:, k - 1], values.numpy()[:, k]
@@ -91,6 +91,45 @@ class TopK:
             if lengths.sum():
                 columns = np.concatenate([np.asarray(x, dtype=np.int64) for x in known])
                 scores[np.repeat(rows[: len(known)], lengths), columns] = -np.inf
+
+
+def top_columns(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, columns) of the ``width`` largest scores of every row, best first: the values
+    ``torch.topk`` returns, found without running ``topk`` over every column.
+
+    Why: on CPU a ``topk`` over ``[2048, 50k]`` cost more than the matrix multiply that made it
+    (``bench/blade_throughput.py``). The columns are dealt into ``CHUNKS`` strided chunks
+    (chunk j holds columns j, j + m, j + 2m, ...), so the chunk maxima are one element-wise max
+    of ``CHUNKS`` contiguous slices. The ``width`` chunks with the largest maxima hold the
+    ``width`` largest values: every other chunk's values are at most its own maximum, which is
+    at most the ``width``-th largest maximum, which is at most the ``width``-th largest value.
+    The same argument picks those chunks from the maxima (recursively), and one ``topk`` over
+    their ``width * CHUNKS`` columns finishes. Values are exact; among tied values the columns
+    may differ from ``topk``'s (whose order among ties is unspecified anyway).
+    """
+    columns = _top_column_set(scores, width)
+    values, order = torch.sort(torch.gather(scores, 1, columns), dim=1, descending=True)
+    return values, torch.gather(columns, 1, order)
+
+
+CHUNKS = 16
+"""Columns per strided chunk in :func:`top_columns` (16 ran fastest of 8-64 on the dev machine)."""
+
+
+def _top_column_set(scores: torch.Tensor, width: int) -> torch.Tensor:
+    """The columns of the ``width`` largest scores of every row, in no particular order."""
+    rows, columns = scores.shape
+    stride = columns // CHUNKS  # chunk j: columns j + i * stride for i < CHUNKS
+    if stride < max(256, 2 * width):
+        return torch.topk(scores, width, dim=1, sorted=False).indices
+    body = scores.as_strided((rows, CHUNKS, stride), (scores.stride(0), stride, 1))
+    chunks = _top_column_set(body.amax(dim=1), width)
+    candidates = (chunks.unsqueeze(-1) + torch.arange(CHUNKS) * stride).reshape(rows, -1)
+    tail = CHUNKS * stride  # the last columns % CHUNKS columns are candidates of every row
+    if tail < columns:
+        candidates = torch.cat([candidates, torch.arange(tail, columns).expand(rows, -1)], dim=1)
+    picked = torch.topk(torch.gather(scores, 1, candidates), width, dim=1, sorted=False).indices
+    return torch.gather(candidates, 1, picked)
 
 
 def _lowest_index_pick(row: np.ndarray, kth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
