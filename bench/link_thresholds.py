@@ -19,7 +19,11 @@ For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLAD
 3. one histogram pass, then both rules at every target precision, over ``--resamples`` reseeded
    three-way splits (calibration / selection / evaluation): mean evaluation recall of the
    per-bucket rule and of the single threshold, their ratio, and how often the certified rule
-   misses the target on the evaluation split (goal: at most ``delta`` of the resamples);
+   misses the target on the evaluation split (goal: at most ``delta`` of the resamples), counted
+   two ways: evaluation precision below the target (``miss_*``: over-counts, a rule just above
+   the target lands below it by sampling noise about half the time), and the evaluation split's
+   own ``1 - delta`` upper bound below the target (``clear_miss``, per-bucket/single: a miss the
+   evaluation split shows at level ``delta``);
 4. reliability: per uncertainty quintile, the mean score and the positive rate of the pairs, and
    the positive rate at equal score (pairs scoring in the top score quintile), which must fall
    with uncertainty for per-bucket thresholds to win.
@@ -28,7 +32,9 @@ For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLAD
 gives per-bucket thresholds the most: the spread of the members' *logits* instead of their
 probabilities (not squashed towards 0 at low scores), and node evidence (``1/sqrt(1 + degree)``
 of the source's out-degree, the target's in-degree, the smaller total degree of the two, and the
-sum over both ends). The pairs' member logits are computed on the driver (a bench-sized test set).
+sum over both ends), and each of these (and the production uncertainty) *at equal score*: its
+percentile among pairs in the same score twentile, so that buckets span every score. The pairs'
+member logits are computed on the driver (a bench-sized test set).
 
 ``--embedded`` does steps 3-4 on the ``scores`` (``model = 'link'``) of a pipeline run of the
 config (the embedded default: run ``./spark-submit.sh pipeline`` first).
@@ -51,6 +57,7 @@ from blade_eval import RUN_DATE, config_for, referee_split, to_graph_indices  # 
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.storagelevel import StorageLevel  # noqa: E402
+from scipy.stats import beta as beta_dist  # noqa: E402
 
 from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
 from recbatch.blade.stage import train_variant  # noqa: E402
@@ -105,6 +112,7 @@ def threshold_table(
             for method in ("per_bucket", "single"):
                 rule = fit.rule(method)
                 precision = rule.overall["precision"]
+                accepted, hits = rule.overall["eval_accepted"], rule.overall["eval_true_positives"]
                 records.append(
                     {
                         "target": target,
@@ -113,6 +121,10 @@ def threshold_table(
                         "recall": rule.overall["recall"],
                         "certified": rule.certified_lower_bound is not None,
                         "missed": precision is not None and precision < target,
+                        "missed_clearly": bool(
+                            accepted
+                            and precision_upper_bound(hits, accepted, settings.delta) < target
+                        ),
                     }
                 )
     frame = pd.DataFrame(records)
@@ -128,10 +140,19 @@ def threshold_table(
                 "gain": per.recall.mean() / one.recall.mean() - 1 if one.recall.mean() else np.nan,
                 "miss_per_bucket": f"{int(per.missed.sum())}/{resamples}",
                 "miss_single": f"{int(one.missed.sum())}/{resamples}",
+                "clear_miss": f"{int(per.missed_clearly.sum())}/{int(one.missed_clearly.sum())}",
                 "certified": f"{int(per.certified.sum())}/{int(one.certified.sum())}",
             }
         )
     return pd.DataFrame(rows)
+
+
+def precision_upper_bound(hits: int, accepted: int, delta: float) -> float:
+    """One-sided ``1 - delta`` Clopper-Pearson upper bound of a precision of ``hits`` in
+    ``accepted``: below the target, the evaluation split itself is evidence (at level ``delta``)
+    that the rule's population precision misses it. A plain "evaluation precision < target" also
+    counts rules that sit just above the target and land below it by sampling noise alone."""
+    return 1.0 if hits >= accepted else float(beta_dist.ppf(1 - delta, hits + 1, accepted - hits))
 
 
 def reliability(scores: DataFrame) -> pd.DataFrame:
@@ -180,7 +201,9 @@ def alternative_uncertainties(
 
     from recbatch.links.scorer import LinkScorer
 
-    frame = scored.select("pair_id", "src_index", "dst_index", "label", "score").toPandas()
+    frame = scored.select(
+        "pair_id", "src_index", "dst_index", "label", "score", "uncertainty"
+    ).toPandas()
     deg = nodes.select("node_index", "in_degree", "out_degree").toPandas().sort_values("node_index")
     indeg, outdeg = deg.in_degree.to_numpy(), deg.out_degree.to_numpy()
     src, dst = frame.src_index.to_numpy(), frame.dst_index.to_numpy()
@@ -195,11 +218,23 @@ def alternative_uncertainties(
         "evidence_min_degree": 1 / np.sqrt(1 + np.minimum(total_src, total_dst)),
         "evidence_sum": 1 / np.sqrt(1 + total_src) + 1 / np.sqrt(1 + total_dst),
     }
+    score = frame.score.to_numpy()
+    for name, values in [("production", frame.uncertainty.to_numpy()), *list(variants.items())]:
+        variants[f"{name}_at_equal_score"] = at_equal_score(score, values)
     base = frame[["pair_id", "label", "score"]]
     return {
         name: spark.createDataFrame(base.assign(uncertainty=values.astype(float)))
         for name, values in variants.items()
     }
+
+
+def at_equal_score(score: np.ndarray, uncertainty: np.ndarray, bands: int = 20) -> np.ndarray:
+    """The uncertainty's percentile among pairs of about the same score (``bands`` score
+    quantiles): what is left of it once the score level is taken out. Buckets on it each span
+    every score, so a threshold per bucket is a different rule only if, at equal score, the
+    positive rate moves with the uncertainty (MIST's premise)."""
+    band = pd.qcut(pd.Series(score).rank(method="first"), bands, labels=False)
+    return pd.Series(uncertainty).groupby(band).rank(pct=True, method="first").to_numpy()
 
 
 def scoring_cost(spark: SparkSession, members, heads, num_nodes: int, pairs: int) -> float:
