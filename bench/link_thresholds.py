@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/link_thresholds.py [--datasets cora_ml,wiki_vote] [--seeds 0,1]
         [--methods mc_dropout,heads] [--targets 0.7,0.8,0.9] [--resamples 20]
-        [--work-dir var/bench/blade] [--alternatives] [--cost-pairs 1000000]
+        [--work-dir var/bench/blade] [--alternatives] [--cost-pairs 1000000] [--plots DIR]
         [--set key=value ...]
     .venv/bin/python bench/link_thresholds.py --embedded [--config conf/local.yaml]
 
@@ -18,15 +18,23 @@ For each referee split (``../shared/linkpred``, as ``bench/blade_eval.py``: BLAD
    sink, ``local[2]``) and prints seconds per 1M pairs;
 3. one histogram pass, then both rules at every target precision, over ``--resamples`` reseeded
    three-way splits (calibration / selection / evaluation): mean evaluation recall of the
-   per-bucket rule and of the single threshold, their ratio, and how often the certified rule
-   misses the target on the evaluation split (goal: at most ``delta`` of the resamples), counted
-   two ways: evaluation precision below the target (``miss_*``: over-counts, a rule just above
-   the target lands below it by sampling noise about half the time), and the evaluation split's
-   own ``1 - delta`` upper bound below the target (``clear_miss``, per-bucket/single: a miss the
-   evaluation split shows at level ``delta``);
+   per-bucket rule and of the single threshold, their ratio (``gain``), their mean evaluation
+   precision (over the resamples that accepted something), ``gain_matched`` (the per-bucket
+   recall against one threshold at the per-bucket rule's own evaluation precision: the
+   certified single threshold lands above its target, and part of ``gain`` is that slack
+   spent), and how often the certified rule misses the target on the evaluation split (goal: at
+   most ``delta`` of the resamples), counted two ways: evaluation precision below the target
+   (``miss_*``: over-counts, a rule just above the target lands below it by sampling noise
+   about half the time), and the evaluation split's own ``1 - delta`` upper bound below the
+   target (``clear_miss``, per-bucket/single: a miss the evaluation split shows at level
+   ``delta``);
 4. reliability: per uncertainty quintile, the mean score and the positive rate of the pairs, and
    the positive rate at equal score (pairs scoring in the top score quintile), which must fall
-   with uncertainty for per-bucket thresholds to win.
+   with uncertainty for per-bucket thresholds to win; ``--plots DIR`` draws it (one PNG per
+   graph, seed and estimator, with the scored pairs beside it as Parquet): the positive rate
+   per score band (twentiles of the pairs, the top one cut in five), left per uncertainty
+   quintile (what per-bucket thresholds see), right per third of uncertainty within the band
+   (MIST's premise: at equal score, the more uncertain third has fewer positives).
 
 ``--alternatives`` repeats steps 3-4 with other uncertainties of the same pairs, to see which
 gives per-bucket thresholds the most: the spread of the members' *logits* instead of their
@@ -43,6 +51,7 @@ config (the embedded default: run ``./spark-submit.sh pipeline`` first).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -119,6 +128,7 @@ def threshold_table(
                         "method": method,
                         "buckets": len(rule.score_thresholds),
                         "recall": rule.overall["recall"],
+                        "precision": np.nan if precision is None else precision,
                         "certified": rule.certified_lower_bound is not None,
                         "missed": precision is not None and precision < target,
                         "missed_clearly": bool(
@@ -138,6 +148,8 @@ def threshold_table(
                 "recall_per_bucket": per.recall.mean(),
                 "recall_single": one.recall.mean(),
                 "gain": per.recall.mean() / one.recall.mean() - 1 if one.recall.mean() else np.nan,
+                "precision_per_bucket": per.precision.mean(),
+                "precision_single": one.precision.mean(),
                 "miss_per_bucket": f"{int(per.missed.sum())}/{resamples}",
                 "miss_single": f"{int(one.missed.sum())}/{resamples}",
                 "clear_miss": f"{int(per.missed_clearly.sum())}/{int(one.missed_clearly.sum())}",
@@ -179,17 +191,157 @@ def reliability(scores: DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SCORE_BANDS = np.concatenate([np.arange(0.0, 0.95, 0.05), np.arange(0.95, 1.0, 0.01)])
+"""Lower edges of the score bands of ``--plots``, as score percentiles: twentiles, the top one
+cut in five (most real edges score in the top 5-10% of the pairs)."""
+MIN_POINT_PAIRS = 30
+LOGIT_TICKS = [0.0001, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
+
+
+def reliability_curves(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two views of ``--plots`` over the same score bands (``SCORE_BANDS``): per overall
+    uncertainty quintile, and per uncertainty third *within* the band (at equal score). Columns
+    ``group``, ``band``, ``mean_score``, ``positive_rate``, ``pairs``; points of fewer than
+    ``MIN_POINT_PAIRS`` pairs are left out."""
+    percentile = (frame.score.rank(method="first") - 1) / len(frame)
+    band = np.searchsorted(SCORE_BANDS, percentile.to_numpy(), side="right") - 1
+    frame = frame.assign(
+        band=band,
+        u_quintile=pd.qcut(frame.uncertainty.rank(method="first"), 5, labels=False),
+    )
+    frame["u_third"] = frame.groupby("band").uncertainty.transform(
+        lambda u: pd.qcut(u.rank(method="first"), 3, labels=False)
+    )
+
+    def curves(group: str) -> pd.DataFrame:
+        points = (
+            frame.groupby([group, "band"])
+            .agg(
+                mean_score=("score", "mean"),
+                positive_rate=("label", "mean"),
+                pairs=("label", "size"),
+            )
+            .reset_index()
+            .rename(columns={group: "group"})
+        )
+        return points[points.pairs >= MIN_POINT_PAIRS]
+
+    return curves("u_quintile"), curves("u_third")
+
+
+def one_threshold_at(frame: pd.DataFrame, precision: float) -> tuple[float, float] | None:
+    """Score and recall of the lowest single threshold whose pairs at or above it reach
+    ``precision`` over all of ``frame``; None if none does. In-sample and uncertified, so it
+    flatters one threshold."""
+    ordered = frame.sort_values("score", ascending=False)
+    hits = ordered.label.cumsum().to_numpy()
+    reached = np.flatnonzero(hits / np.arange(1, len(ordered) + 1) >= precision)
+    if not len(reached) or not hits[-1]:
+        return None
+    return float(ordered.score.iloc[reached[-1]]), float(hits[reached[-1]] / hits[-1])
+
+
+def plot_reliability_views(
+    frame: pd.DataFrame, title: str, path: Path, precision: float = 0.8
+) -> None:
+    """``reliability_curves`` as two panels with ~95% binomial error bars, the diagonal and the
+    score where one threshold reaches ``precision``: curves on top of each other right of that
+    line mean the uncertainty has nothing to add to the score there."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_bucket, at_equal = reliability_curves(frame)
+    cut = (one_threshold_at(frame, precision) or (None, None))[0]
+    fig = Figure(figsize=(12, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    panels = (
+        (
+            by_bucket,
+            "uncertainty quintile",
+            "as bucketed: each uncertainty quintile per score band",
+        ),
+        (at_equal, "uncertainty third", "at equal score: uncertainty thirds within each band"),
+    )
+    for axes, (curves, legend, subtitle) in zip(fig.subplots(1, 2), panels, strict=True):
+        groups = sorted(curves.group.unique())
+        colours = matplotlib.colormaps["viridis_r"](np.linspace(0.15, 0.95, len(groups)))
+        for colour, group in zip(colours, groups, strict=True):
+            rows = curves[curves.group == group].sort_values("mean_score")
+            rate, n = rows.positive_rate.to_numpy(float), rows.pairs.to_numpy(float)
+            axes.errorbar(
+                rows.mean_score.clip(1e-4, 1 - 1e-4),
+                rate,
+                yerr=1.96 * np.sqrt(rate * (1 - rate) / n),
+                color=colour,
+                marker="o",
+                markersize=3,
+                linewidth=1.2,
+                capsize=2,
+                elinewidth=0.6,
+                label=f"{legend} {group + 1}" + (" (most certain)" if group == 0 else ""),
+            )
+        if cut is not None:
+            axes.axvline(
+                np.clip(cut, 1e-4, 1 - 1e-4),
+                color="#c0392b",
+                linestyle=":",
+                label=f"one threshold at precision {precision:g}",
+            )
+        diagonal = np.linspace(1e-4, 1 - 1e-4, 200)
+        axes.plot(diagonal, diagonal, linestyle="--", color="#999999", linewidth=1)
+        axes.set_xscale("logit")  # scores pile up near 0: log-odds spread both ends
+        axes.set_xlim(1e-4, 1 - 1e-4)
+        axes.set_xticks(LOGIT_TICKS, [f"{t:g}" for t in LOGIT_TICKS], minor=False)
+        axes.set_xticks([], minor=True)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("mean link probability in the score band (log-odds scale)")
+        axes.set_ylabel("share of real edges")
+        axes.set_title(subtitle, fontsize=10)
+        axes.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def redraw(folder: Path) -> None:
+    """Every plot of ``folder`` again from the scored pairs saved beside it (``--redraw``)."""
+    for pairs in sorted(folder.glob("*.parquet")):
+        frame = pd.read_parquet(pairs)
+        plot_reliability_views(
+            frame, frame.attrs.get("title", pairs.stem), pairs.with_suffix(".png")
+        )
+        print(f"reliability plot: {pairs.with_suffix('.png')}", flush=True)
+
+
+def with_matched_gain(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``gain_matched``: the per-bucket recall against one threshold at the
+    per-bucket rule's own mean evaluation precision (``one_threshold_at``). The certified
+    single threshold lands above its target (cora_ml, 0.8: at 0.87-0.89), so part of ``gain``
+    is precision slack that the per-bucket rule spends; ``gain_matched`` leaves that out and,
+    the reference being in-sample, errs against per-bucket thresholds."""
+    matched = [
+        (one_threshold_at(frame, p) or (np.nan, np.nan))[1] if np.isfinite(p) else np.nan
+        for p in table.precision_per_bucket
+    ]
+    return table.assign(gain_matched=table.recall_per_bucket / np.array(matched) - 1)
+
+
 def report(name: str, scores: DataFrame, settings: ThresholdSettings, args) -> None:
     rows = scores.count()
     positives = scores.agg(F.sum("label")).head()[0]
     print(f"\n### {name}: {rows} labelled pairs, {positives} real edges", flush=True)
-    print(
-        threshold_table(scores, settings, args.targets, args.resamples).to_string(
-            index=False, float_format="%.3f"
-        ),
-        flush=True,
-    )
+    frame = scores.select("score", "uncertainty", "label").toPandas()
+    table = threshold_table(scores, settings, args.targets, args.resamples)
+    print(with_matched_gain(table, frame).to_string(index=False, float_format="%.3f"), flush=True)
     print(reliability(scores).to_string(index=False, float_format="%.3f"), flush=True)
+    if args.plots:
+        path = Path(args.plots) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") + ".png")
+        frame.attrs["title"] = f"{name}: {rows:,} labelled pairs, {positives / rows:.1%} real edges"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path.with_suffix(".parquet"))  # --redraw draws it again without Spark
+        plot_reliability_views(frame, frame.attrs["title"], path)
+        print(f"reliability plot: {path}", flush=True)
 
 
 def alternative_uncertainties(
@@ -288,7 +440,14 @@ def main() -> None:
     ap.add_argument("--embedded", action="store_true")
     ap.add_argument("--alternatives", action="store_true", help="other uncertainties too")
     ap.add_argument("--cost-pairs", type=int, default=0, help="time scoring this many pairs")
+    ap.add_argument("--plots", default="", help="write the reliability plots into this folder")
+    ap.add_argument(
+        "--redraw", action="store_true", help="redraw --plots from its Parquet files, no Spark"
+    )
     args = ap.parse_args()
+    if args.redraw:
+        redraw(Path(args.plots))
+        return
     args.targets = [float(t) for t in args.targets.split(",")]
     if not args.embedded:  # the dev graphs' test pairs: 13k (cora_ml) to 160k (wiki_vote)
         args.set = [*BENCH_THRESHOLDS, *args.set]
