@@ -72,7 +72,8 @@ from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
 from recbatch.blade.stage import train_variant  # noqa: E402
 from recbatch.config import RecbatchConfig, load_config  # noqa: E402
 from recbatch.graph.stage import graph_stage, samples_stage  # noqa: E402
-from recbatch.links.scorer import score_pairs  # noqa: E402
+from recbatch.links.members import LinkMembers  # noqa: E402
+from recbatch.links.scorer import ScorerHeads, score_pairs  # noqa: E402
 from recbatch.links.stage import fit_scorer, link_members  # noqa: E402
 from recbatch.log import configure_logging  # noqa: E402
 from recbatch.session import build_session  # noqa: E402
@@ -405,13 +406,15 @@ def scoring_cost(spark: SparkSession, members, heads, num_nodes: int, pairs: int
 
 def scored_split(
     spark: SparkSession, cfg: RecbatchConfig, split: Path, nodes: DataFrame, edges: DataFrame
-) -> tuple[DataFrame, float]:
-    """The split's labelled test pairs with score and uncertainty; the scoring seconds per 1M."""
+) -> tuple[DataFrame, float, LinkMembers, ScorerHeads]:
+    """The split's labelled test pairs with score and uncertainty, the seconds their scoring
+    took (job start-up and the members' draw included: not a rate, ``--cost-pairs`` is), the
+    scorer's members and heads."""
     unc = cfg.link_uncertainty
     num_nodes = nodes.count()
     held = to_graph_indices(held_out_from_linkpred(spark, str(split), "test"), nodes)
     pairs = test_pairs(held, unc.negatives_per_edge).persist(StorageLevel.MEMORY_AND_DISK)
-    n = pairs.count()
+    pairs.count()
     members = link_members(spark, cfg, nodes)
     heads, _ = fit_scorer(edges, members, unc, num_nodes)
     scored = score_pairs(
@@ -422,7 +425,7 @@ def scored_split(
     scored.count()
     seconds = time.monotonic() - start
     pairs.unpersist()
-    return scored, seconds / n * 1e6, members, heads
+    return scored, seconds, members, heads
 
 
 def main() -> None:
@@ -494,9 +497,10 @@ def main() -> None:
                     .load(cfg.table_path("graph_edges"))
                     .where(F.col("run_date") == F.lit(RUN_DATE))
                 )
-                scored, per_million, members, heads = scored_split(spark, cfg, split, nodes, edges)
+                scored, seconds, members, heads = scored_split(spark, cfg, split, nodes, edges)
                 print(
-                    f"\n## {dataset} seed {seed} {method}: scoring {per_million:.1f} s per 1M pairs",
+                    f"\n## {dataset} seed {seed} {method}: pairs scored in {seconds:.1f} s "
+                    "(start-up included; --cost-pairs for a rate)",
                     flush=True,
                 )
                 report(f"{dataset} seed {seed} {method}", scored, cfg.link_thresholds, args)
