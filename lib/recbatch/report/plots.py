@@ -44,8 +44,9 @@ RULE_STYLE = {"single": ("#4c78a8", "s"), "per_bucket": ("#e45756", "o")}
 
 
 @contextmanager
-def _figure(path: Path, width: float, height: float, **kwargs) -> Iterator[Figure]:
-    """A styled figure saved to ``path`` as PNG when the block ends without an error."""
+def styled_figure(path: Path, width: float, height: float, **kwargs) -> Iterator[Figure]:
+    """A styled figure saved to ``path`` as PNG when the block ends without an error (the
+    report's figures, and the benchmarks' that should look like them)."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained", **kwargs)
         FigureCanvasAgg(fig)
@@ -75,7 +76,7 @@ def _signal_states(states: Sequence[str]) -> list[str]:
 def plot_flip_model(cells: pd.DataFrame, path: Path) -> None:
     """Left: ``z`` per elapsed bucket, one line per signal state (log-log, marker area ~ the
     negatives behind the cell). Right: the delay CDF at each bucket's upper edge."""
-    with _figure(path, 9.5, 3.8) as fig:
+    with styled_figure(path, 9.5, 3.8) as fig:
         flip, delay = fig.subplots(1, 2, width_ratios=[1.6, 1])
         frame = cells.assign(
             x=[
@@ -116,7 +117,7 @@ def plot_flip_model(cells: pd.DataFrame, path: Path) -> None:
 
 def plot_flip_calibration(calibration: pd.DataFrame, path: Path) -> None:
     """Predicted vs observed flip rate per scope (all, then each signal state), ECE on top."""
-    with _figure(path, 7.0, 3.2) as fig:
+    with styled_figure(path, 7.0, 3.2) as fig:
         axes = fig.subplots()
         scopes = calibration["scope"].tolist()
         x = np.arange(len(scopes))
@@ -146,7 +147,7 @@ def plot_flip_calibration(calibration: pd.DataFrame, path: Path) -> None:
 def plot_reliability(bins: pd.DataFrame, buckets: Sequence[BucketRange], path: Path) -> None:
     """Observed positive rate against mean score per score decile, one line per uncertainty
     bucket (darker: more uncertain), with ~95% binomial error bars and the diagonal."""
-    with _figure(path, 7.5, 5.0) as fig:
+    with styled_figure(path, 7.5, 5.0) as fig:
         axes = fig.subplots()
         colours = matplotlib.colormaps["viridis_r"](np.linspace(0.15, 0.95, max(len(buckets), 1)))
         top = 0.0
@@ -195,7 +196,7 @@ def plot_pr(
     path: Path,
 ) -> None:
     """The raw score's PR curve, the stored rules' operating points, the target precision."""
-    with _figure(path, 7.5, 5.0) as fig:
+    with styled_figure(path, 7.5, 5.0) as fig:
         axes = fig.subplots()
         axes.plot(
             curve["recall"],
@@ -279,7 +280,7 @@ def _plain_log_axis(axis: Axis) -> None:
 def plot_degree_distribution(histogram: pd.DataFrame, path: Path) -> None:
     """Nodes per out-degree and per in-degree of the training graph, log-log (degree >= 1: a
     log axis has no 0; the section says how many nodes have none)."""
-    with _figure(path, 7.5, 4.5) as fig:
+    with styled_figure(path, 7.5, 4.5) as fig:
         axes = fig.subplots()
         for direction, (colour, marker, label) in DIRECTION_STYLE.items():
             rows = histogram[(histogram["direction"] == direction) & (histogram["degree"] > 0)]
@@ -308,7 +309,7 @@ def plot_degree_distribution(histogram: pd.DataFrame, path: Path) -> None:
 def plot_sample_budgets(per_degree: pd.DataFrame, roles: Sequence[str], path: Path) -> None:
     """One panel per role: the mean budget k(d) and the mean filled slots (all hops) per degree
     (log x, so degree >= 1; the section's bucket table has the isolated nodes)."""
-    with _figure(path, 9.5, 3.8) as fig:
+    with styled_figure(path, 9.5, 3.8) as fig:
         panels = np.atleast_1d(fig.subplots(1, max(len(roles), 1), sharey=True))
         for axes, role in zip(panels, roles, strict=False):
             rows = per_degree[(per_degree["role"] == role) & (per_degree["degree"] > 0)]
@@ -347,7 +348,7 @@ def plot_bucket_bars(metrics: pd.DataFrame, path: Path) -> None:
     buckets = ["low", "mid", "high", "all"]
     variants = list(dict.fromkeys(metrics["variant"]))
     width = 0.8 / max(len(variants), 1)
-    with _figure(path, 7.5, 4.5) as fig:
+    with styled_figure(path, 7.5, 4.5) as fig:
         axes = fig.subplots()
         colours = matplotlib.colormaps["tab10"](np.arange(len(variants)))
         for i, (variant, colour) in enumerate(zip(variants, colours, strict=True)):
