@@ -141,6 +141,10 @@ def per_edge_hits(split: dict, exports: dict[str, str]) -> dict[str, np.ndarray]
     return {name: hits_at_k(pos, negs) for name, (pos, negs) in scores.items()}
 
 
+def _hops_label(first: int, last: int) -> str:
+    return f"{first} hops" if first == last else f"{first}..{last} hops"
+
+
 def _mean_and_count(values: np.ndarray, rows: np.ndarray) -> str:
     return f"{values[rows].mean():.3f} ({int(rows.sum())})" if rows.any() else "- (0)"
 
@@ -149,7 +153,7 @@ def report(split: dict, hits: dict[str, np.ndarray], max_hops: int, gain_over: s
     distance = hop_distance(split["adjacency"], split["src"], split["dst"], max_hops)
     bands = [
         ("<= 2 hops", distance <= 2),
-        (f"3..{max_hops} hops", (distance > 2) & (distance <= max_hops)),
+        (_hops_label(3, max_hops), (distance > 2) & (distance <= max_hops)),
         (f"> {max_hops} hops", distance > max_hops),
     ]
     within = " / ".join(str(h) for h in range(1, max_hops + 1))
@@ -190,6 +194,8 @@ def main() -> None:
     ap.add_argument("--max-hops", type=int, default=4)
     ap.add_argument("--gain-over", default=None, help="an --export NAME: the fixed fan-out variant")
     args = ap.parse_args()
+    if args.max_hops < 3:
+        ap.error("--max-hops must be at least 3 (the bands are <= 2, 3..H and > H hops)")
     exports = dict(item.split("=", 1) for item in args.export)
     if args.gain_over is not None and args.gain_over not in exports:
         ap.error(f"--gain-over {args.gain_over} is not among the --export names")
