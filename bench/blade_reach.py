@@ -61,20 +61,25 @@ def load_split(folder: Path) -> dict:
     }
 
 
+def undirected(adjacency: sp.csr_matrix) -> sp.csr_matrix:
+    """The training graph with every edge both ways, unweighted (reach ignores direction)."""
+    return ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+
+
 def hop_distance(
     adjacency: sp.csr_matrix, src: np.ndarray, dst: np.ndarray, hops: int
 ) -> np.ndarray:
     """Undirected distance from each source to its target, capped at ``hops + 1`` (beyond)."""
-    undirected = ((adjacency + adjacency.T) > 0).astype(np.float64).tocsr()
+    both_ways = undirected(adjacency)
     sources, where = np.unique(src, return_inverse=True)
     frontier = sp.csr_matrix(
         (np.ones(len(sources)), (np.arange(len(sources)), sources)),
-        shape=(len(sources), undirected.shape[0]),
+        shape=(len(sources), both_ways.shape[0]),
     )
     reached = frontier.copy()
     distance = np.full(len(src), hops + 1)
     for h in range(1, hops + 1):
-        frontier = frontier @ undirected
+        frontier = frontier @ both_ways
         frontier.data[:] = 1.0
         reached = reached + frontier
         reached.data[:] = 1.0
@@ -87,9 +92,9 @@ def personalised_pagerank(
     adjacency: sp.csr_matrix, sources: np.ndarray, restart: float = 0.15
 ) -> np.ndarray:
     """PPR vectors of ``sources`` on the undirected graph ([sources, nodes]), 30 power steps."""
-    undirected = ((adjacency + adjacency.T) > 0).astype(np.float64)
-    degree = np.maximum(np.asarray(undirected.sum(1)).ravel(), 1.0)
-    step = sp.diags(1.0 / degree) @ undirected  # row-stochastic
+    both_ways = undirected(adjacency)
+    degree = np.maximum(np.asarray(both_ways.sum(1)).ravel(), 1.0)
+    step = sp.diags(1.0 / degree) @ both_ways  # row-stochastic
     start = np.zeros((len(sources), adjacency.shape[0]))
     start[np.arange(len(sources)), sources] = 1.0
     x = start.copy()

@@ -249,7 +249,7 @@ def plot_reliability_views(
     line mean the uncertainty has nothing to add to the score there."""
     import matplotlib
 
-    from recbatch.report.plots import styled_figure
+    from recbatch.report.plots import rate_with_error_bars, styled_figure
 
     by_bucket, at_equal = reliability_curves(frame)
     cut = (one_threshold_at(frame, precision) or (None, None))[0]
@@ -261,7 +261,6 @@ def plot_reliability_views(
         ),
         (at_equal, "uncertainty third", "at equal score: uncertainty thirds within each band"),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     with styled_figure(path, 12, 5) as fig:
         fig.suptitle(title)
         for axes, (curves, legend, subtitle) in zip(fig.subplots(1, 2), panels, strict=True):
@@ -269,18 +268,16 @@ def plot_reliability_views(
             colours = matplotlib.colormaps["viridis_r"](np.linspace(0.15, 0.95, len(groups)))
             for colour, group in zip(colours, groups, strict=True):
                 rows = curves[curves.group == group].sort_values("mean_score")
-                rate, n = rows.positive_rate.to_numpy(float), rows.pairs.to_numpy(float)
-                axes.errorbar(
+                rate_with_error_bars(
+                    axes,
                     rows.mean_score.clip(1e-4, 1 - 1e-4),
-                    rate,
-                    yerr=1.96 * np.sqrt(rate * (1 - rate) / n),
-                    color=colour,
-                    marker="o",
+                    rows.positive_rate.to_numpy(float),
+                    rows.pairs.to_numpy(float),
+                    colour,
+                    f"{legend} {group + 1}" + (" (most certain)" if group == 0 else ""),
                     markersize=3,
                     linewidth=1.2,
-                    capsize=2,
                     elinewidth=0.6,
-                    label=f"{legend} {group + 1}" + (" (most certain)" if group == 0 else ""),
                 )
             if cut is not None:
                 axes.axvline(
@@ -445,6 +442,8 @@ def main() -> None:
         "--redraw", action="store_true", help="redraw --plots from its Parquet files, no Spark"
     )
     args = ap.parse_args()
+    if args.redraw and not args.plots:
+        ap.error("--redraw needs --plots DIR: the folder whose Parquet files to draw again")
     if args.redraw:
         redraw(Path(args.plots))
         return

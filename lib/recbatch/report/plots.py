@@ -16,6 +16,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -144,6 +145,36 @@ def plot_flip_calibration(calibration: pd.DataFrame, path: Path) -> None:
         axes.legend(loc="upper left")
 
 
+def rate_with_error_bars(
+    axes: Axes,
+    x: Sequence[float],
+    rate: np.ndarray,
+    pairs: np.ndarray,
+    colour,
+    label: str,
+    *,
+    markersize: float = 3.5,
+    linewidth: float = 1.3,
+    elinewidth: float = 0.7,
+) -> np.ndarray:
+    """A positive rate per point with ~95% binomial (Wald) error bars from its ``pairs``, the
+    reliability curves' line; returns the half-widths (callers fit their axes to them)."""
+    error = 1.96 * np.sqrt(rate * (1 - rate) / pairs)
+    axes.errorbar(
+        x,
+        rate,
+        yerr=error,
+        color=colour,
+        marker="o",
+        markersize=markersize,
+        linewidth=linewidth,
+        capsize=2,
+        elinewidth=elinewidth,
+        label=label,
+    )
+    return error
+
+
 def plot_reliability(bins: pd.DataFrame, buckets: Sequence[BucketRange], path: Path) -> None:
     """Observed positive rate against mean score per score decile, one line per uncertainty
     bucket (darker: more uncertain), with ~95% binomial error bars and the diagonal."""
@@ -155,20 +186,10 @@ def plot_reliability(bins: pd.DataFrame, buckets: Sequence[BucketRange], path: P
             rows = bins[bins["bucket"] == bucket.bucket].sort_values("mean_score")
             if rows.empty:
                 continue
-            rate, n = rows["positive_rate"].to_numpy(float), rows["rows"].to_numpy(float)
-            error = 1.96 * np.sqrt(rate * (1 - rate) / n)
+            rate = rows["positive_rate"].to_numpy(float)
             label = f"{bucket.bucket}: u ∈ {_range(bucket.lo, bucket.hi)}, thr {_number(bucket.threshold)}"
-            axes.errorbar(
-                rows["mean_score"],
-                rate,
-                yerr=error,
-                color=colour,
-                marker="o",
-                markersize=3.5,
-                linewidth=1.3,
-                capsize=2,
-                elinewidth=0.7,
-                label=label,
+            error = rate_with_error_bars(
+                axes, rows["mean_score"], rate, rows["rows"].to_numpy(float), colour, label
             )
             top = max(top, float(rows["mean_score"].max()), float(np.nanmax(rate + error)))
         top = min(1.0, top * 1.05) if top > 0 else 1.0
