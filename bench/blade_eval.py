@@ -48,21 +48,27 @@ from recbatch.blade.evaluate import (  # noqa: E402
     bucket_cutoffs,
     matrices_from_embeddings,
     score_held_out_edges,
+    score_pairs,
     with_buckets,
 )
 from recbatch.blade.evaluate import summarise as summarise_metrics  # noqa: E402
 from recbatch.blade.heldout import held_out_from_linkpred  # noqa: E402
+from recbatch.blade.settings import TRAINING_FREE  # noqa: E402
 from recbatch.blade.stage import (  # noqa: E402
     evaluate_variants,
     export_path,
+    fit_variant_reranker,
     gnn_fingerprint,
     gnn_paths,
+    train_graph_of,
     train_variant,
     variant_plan,
+    variant_scorer,
 )
 from recbatch.config import RecbatchConfig, load_config  # noqa: E402
 from recbatch.graph.stage import graph_stage, samples_stage  # noqa: E402
 from recbatch.log import configure_logging  # noqa: E402
+from recbatch.proximity.scorers import DotScorer  # noqa: E402
 from recbatch.session import build_session  # noqa: E402
 
 REFEREE = ROOT.parent / "shared" / "linkpred"
@@ -135,6 +141,68 @@ def referee_scores(split: Path, export: str, out: Path) -> dict:
     return json.loads(out.read_text())["metrics"]
 
 
+def referee_for(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    split: Path,
+    nodes: DataFrame,
+    edges: DataFrame,
+    variant: str,
+    work: Path,
+    dataset: str,
+    seed: int,
+) -> dict:
+    """The referee's metrics of a variant: from its exported vectors when it is a dot product,
+    else from its scores of every pair the referee asks for (``--export-pairs``)."""
+    out = work / f"referee_{dataset}_{seed}_{variant}.json"
+    graph = train_graph_of(edges, nodes.count())
+    scorer, _ = variant_scorer(spark, cfg, nodes, variant, graph)
+    if isinstance(scorer, DotScorer):
+        return referee_scores(split, export_path(cfg, RUN_DATE, variant), out)
+    needed = work / f"pairs_{dataset}_{seed}.parquet"
+    if not needed.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                str(REFEREE / "eval_external.py"),
+                "--split",
+                str(split),
+                "--export-pairs",
+                str(needed),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    ids = nodes.select(F.col("node_id").cast("long").alias("id"), "node_index")
+    pairs = (
+        spark.read.parquet(str(needed))
+        .select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"))
+        .join(
+            ids.withColumnRenamed("id", "src").withColumnRenamed("node_index", "src_index"), "src"
+        )
+        .join(
+            ids.withColumnRenamed("id", "dst").withColumnRenamed("node_index", "dst_index"), "dst"
+        )
+    )
+    scores = work / f"scores_{dataset}_{seed}_{variant}.parquet"
+    score_pairs(spark, pairs, scorer).select("src", "dst", "score").toPandas().to_parquet(scores)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REFEREE / "eval_external.py"),
+            "--split",
+            str(split),
+            "--scores",
+            str(scores),
+            "--json",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads(out.read_text())["metrics"]
+
+
 def to_graph_indices(held: DataFrame, nodes: DataFrame) -> DataFrame:
     """The split's ids (our ``node_id``) as the graph's ``node_index``, negatives included."""
     ids = nodes.select(F.col("node_id").cast("long").alias("id"), "node_index")
@@ -178,9 +246,20 @@ def run_one(spark: SparkSession, args: argparse.Namespace, dataset: str, seed: i
     if args.tune:
         return tune_composite(spark, args, cfg, nodes, held, dataset, seed)
     trained = {}
+    val = None
     for variant in args.variants:
-        if variant != "popularity":
-            trained[variant] = train_variant(spark, cfg, variant)
+        if variant in TRAINING_FREE:
+            continue
+        trained[variant] = train_variant(spark, cfg, variant)
+        if cfg.rerank.enabled:
+            if val is None:  # the referee's val edges, with drawn targets as the fit's negatives
+                val = to_graph_indices(
+                    held_out_from_linkpred(
+                        spark, str(split), "val", negatives=cfg.rerank.negatives, seed=1
+                    ),
+                    nodes,
+                ).localCheckpoint()
+            trained[variant]["rerank"] = fit_variant_reranker(spark, cfg, variant, val)
     rows = evaluate_variants(spark, cfg, held.localCheckpoint(), nodes, edges, args.variants)
     results = []
     for variant in args.variants:
@@ -193,11 +272,7 @@ def run_one(spark: SparkSession, args: argparse.Namespace, dataset: str, seed: i
             "edges_per_s": trained.get(variant, {}).get("edges_per_s"),
         }
         if variant != "popularity" and args.which == "test":
-            referee = referee_scores(
-                split,
-                export_path(cfg, RUN_DATE, variant),
-                work / f"referee_{dataset}_{seed}_{variant}.json",
-            )
+            referee = referee_for(spark, cfg, split, nodes, edges, variant, work, dataset, seed)
             entry["referee"] = referee
             entry["max_difference"] = max_difference(ours, referee)
         results.append(entry)
@@ -362,7 +437,10 @@ def main() -> None:
     )
     ap.add_argument("--datasets", default="cora_ml,wiki_vote")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--variants", default="blade,fixed_fanout,single,popularity")
+    ap.add_argument(
+        "--variants",
+        default="blade,fixed_fanout,single,popularity,ppr,ppr_potential,adamic_adar",
+    )
     ap.add_argument("--which", choices=("test", "val"), default="test")
     ap.add_argument("--work-dir", default=str(ROOT / "var" / "bench" / "blade"))
     ap.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))

@@ -43,9 +43,11 @@ from recbatch.blade.settings import (  # noqa: E402
     BladeSettings,
     EvaluationSettings,
     RecommendationSettings,
+    RerankSettings,
 )
 from recbatch.graph.settings import GraphSettings, SamplingSettings  # noqa: E402
 from recbatch.links.settings import LinkUncertaintySettings  # noqa: E402
+from recbatch.proximity.settings import ProximitySettings  # noqa: E402
 from recbatch.thresholds.settings import ThresholdSettings  # noqa: E402
 
 
@@ -357,6 +359,8 @@ class RecbatchConfig(_Section):
     graph: GraphSettings = GraphSettings()
     sampling: SamplingSettings = SamplingSettings()
     blade: BladeSettings = BladeSettings()
+    rerank: RerankSettings = RerankSettings()
+    proximity: ProximitySettings = ProximitySettings()
     recommendations: RecommendationSettings = RecommendationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     link_uncertainty: LinkUncertaintySettings = LinkUncertaintySettings()

@@ -13,14 +13,15 @@ The protocol is the one of ``../shared/linkpred`` (the project's referee), compu
 * **buckets**: the source's out-degree in the training graph, cut at the 1/3 and 2/3 quantiles
   (linear interpolation) over the distinct sources of held-out edges: low <= q1 < mid <= q2 < high.
 
-Every model is a pair of matrices (s, t) with score s_u . t_v (popularity too: s = 1,
-t = training in-degree, from ``blade.stage``), broadcast to the tasks that score a partition of held-out edges at once.
+Every model is a ``recbatch.proximity.scorers.PairScorer``: a dot product s_u . t_v of exported
+vectors (BLADE; popularity: s = 1, t = training in-degree, from ``blade.stage``), a training-free
+proximity score (ppr, ppr_potential, adamic_adar) or BLADE's re-ranker over pair features,
+broadcast to the tasks that score a partition of held-out edges at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from pyspark.sql import functions as F
 from scipy.special import digamma
 
 from recbatch.io.index import with_row_index
+from recbatch.proximity.scorers import DotScorer, PairScorer
 
 KS = (20, 50, 100)
 BUCKETS = ("low", "mid", "high")
@@ -40,25 +42,16 @@ EDGE_METRICS_SCHEMA = (
 HELD_OUT_COLUMNS = ("edge_id", "src_index", "dst_index", "one_way", "negatives")
 
 
-@dataclass(frozen=True)
-class ModelMatrices:
-    """One model's source and target matrices (row = node index)."""
-
-    name: str
-    sources: np.ndarray
-    targets: np.ndarray
-
-
-def matrices_from_embeddings(name: str, embeddings: pd.DataFrame, num_nodes: int) -> ModelMatrices:
-    """``node_index``, ``source``, ``target`` rows as dense matrices (nodes without a row score
-    nothing: zero vectors)."""
+def matrices_from_embeddings(name: str, embeddings: pd.DataFrame, num_nodes: int) -> DotScorer:
+    """``node_index``, ``source``, ``target`` rows as a dot-product scorer over dense matrices
+    (nodes without a row score nothing: zero vectors)."""
     dim = len(embeddings["source"].iloc[0])
     sources = np.zeros((num_nodes, dim), dtype=np.float64)
     targets = np.zeros((num_nodes, dim), dtype=np.float64)
     index = embeddings["node_index"].to_numpy(np.int64)
     sources[index] = np.stack(embeddings["source"].to_numpy())
     targets[index] = np.stack(embeddings["target"].to_numpy())
-    return ModelMatrices(name, sources, targets)
+    return DotScorer(name, sources, targets)
 
 
 def _harmonic(n: np.ndarray) -> np.ndarray:
@@ -75,58 +68,65 @@ def ranking_from_scores(positive: np.ndarray, negative: np.ndarray, mask: np.nda
     return out
 
 
-GATHER_VALUES = 1 << 24
-"""Target-vector values gathered at once when scoring negatives (128 MB of float64): a block of
-edges x negatives x dim is bounded, whatever the partition's size or the embedding's width."""
+PAIR_VALUES = 1 << 24
+"""Values a scorer gathers per call (128 MB of float64): edges are scored in chunks of at most
+``PAIR_VALUES / width`` pairs (width: a dot product's dimension, a feature scorer's features),
+whatever the partition's size."""
 
 
-def _negative_scores(
-    sources: np.ndarray, targets: np.ndarray, u: np.ndarray, negatives: np.ndarray
-) -> np.ndarray:
-    """``[edges, negatives]`` scores s_u . t_w, in blocks of edges (``GATHER_VALUES``)."""
-    width = max(negatives.shape[1] * targets.shape[1], 1)
-    block = max(1, GATHER_VALUES // width)
-    out = np.empty(negatives.shape, dtype=np.float64)
-    for start in range(0, len(u), block):
-        rows = slice(start, start + block)
-        out[rows] = np.einsum("ij,ikj->ik", sources[u[rows]], targets[negatives[rows]])
-    return out
+def _pairs_per_call(model: PairScorer) -> int:
+    return max(1024, PAIR_VALUES // max(getattr(model, "width", 1), 1))
 
 
-def score_held_out_edges(
-    spark: SparkSession, held_out: DataFrame, model: ModelMatrices
-) -> DataFrame:
-    """``EDGE_METRICS_SCHEMA`` per held-out edge (``HELD_OUT_COLUMNS`` + ``bucket``)."""
-    shared = spark.sparkContext.broadcast((model.sources, model.targets))
+def _score_chunk(model: PairScorer, frame: pd.DataFrame) -> pd.DataFrame:
+    u = frame["src_index"].to_numpy(np.int64)
+    v = frame["dst_index"].to_numpy(np.int64)
+    width = max(max((len(x) for x in frame["negatives"]), default=0), 1)
+    negatives = np.full((len(frame), width), -1, dtype=np.int64)
+    for row, values in enumerate(frame["negatives"]):
+        negatives[row, : len(values)] = values
+    mask = negatives >= 0
+    # one call: positives, negatives and reverses, so a scorer that reads rows per source
+    # (PPR, paths) computes each row once
+    scores = model(
+        np.concatenate([u, np.repeat(u, width), v]),
+        np.concatenate([v, np.maximum(negatives, 0).ravel(), u]),
+    )
+    positive = scores[: len(u)]
+    negative = scores[len(u) : len(u) * (width + 1)].reshape(len(u), width)
+    metrics = ranking_from_scores(positive, negative, mask)
+    return pd.DataFrame(
+        {
+            "edge_id": frame["edge_id"].to_numpy(np.int64),
+            "bucket": frame["bucket"].to_numpy(),
+            "one_way": frame["one_way"].to_numpy(bool),
+            "positive": positive,
+            "reverse": scores[len(u) * (width + 1) :],
+            **metrics,
+            "negatives": mask.sum(1).astype(np.int32),
+        }
+    )
+
+
+def score_held_out_edges(spark: SparkSession, held_out: DataFrame, model: PairScorer) -> DataFrame:
+    """``EDGE_METRICS_SCHEMA`` per held-out edge (``HELD_OUT_COLUMNS`` + ``bucket``).
+
+    The model is broadcast once; each task scores its partition's edges sorted by source, in
+    chunks of at most ``PAIR_VALUES`` gathered values."""
+    shared = spark.sparkContext.broadcast(model)
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        sources, targets = shared.value
-        for frame in frames:
-            if frame.empty:
-                continue
-            u = frame["src_index"].to_numpy(np.int64)
-            v = frame["dst_index"].to_numpy(np.int64)
-            width = max(len(x) for x in frame["negatives"])
-            negatives = np.full((len(frame), width), -1, dtype=np.int64)
-            for row, values in enumerate(frame["negatives"]):
-                negatives[row, : len(values)] = values
-            mask = negatives >= 0
-            positive = np.einsum("ij,ij->i", sources[u], targets[v])
-            negative = _negative_scores(sources, targets, u, np.maximum(negatives, 0))
-            metrics = ranking_from_scores(positive, negative, mask)
-            yield pd.DataFrame(
-                {
-                    "edge_id": frame["edge_id"].to_numpy(np.int64),
-                    "bucket": frame["bucket"].to_numpy(),
-                    "one_way": frame["one_way"].to_numpy(bool),
-                    "positive": positive,
-                    "reverse": np.einsum("ij,ij->i", sources[v], targets[u]),
-                    **metrics,
-                    "negatives": mask.sum(1).astype(np.int32),
-                }
-            )
+        scorer = shared.value
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return
+        edges = pd.concat(frames, ignore_index=True).sort_values("src_index", kind="stable")
+        per_edge = max(max(len(x) for x in edges["negatives"]) + 2, 1)
+        chunk = max(1, _pairs_per_call(scorer) // per_edge)
+        for start in range(0, len(edges), chunk):
+            yield _score_chunk(scorer, edges.iloc[start : start + chunk])
 
-    return held_out.mapInPandas(score, EDGE_METRICS_SCHEMA)
+    return held_out.repartition(F.col("src_index")).mapInPandas(score, EDGE_METRICS_SCHEMA)
 
 
 def exact_auc(scored: DataFrame) -> tuple[float, int, int]:
@@ -223,3 +223,27 @@ def summarise(edge_metrics: DataFrame) -> list[dict]:
         rows.append(entry)
     edge_metrics.unpersist()
     return rows
+
+
+def score_pairs(spark: SparkSession, pairs: DataFrame, model: PairScorer) -> DataFrame:
+    """``pairs`` (``src_index``, ``dst_index``, any other columns) with ``score`` added: any
+    scorer, on the cluster, a partition's pairs sorted by source and scored in chunks."""
+    shared = spark.sparkContext.broadcast(model)
+    schema = pairs.schema.add("score", "double")
+
+    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer = shared.value
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return
+        frame = pd.concat(frames, ignore_index=True).sort_values("src_index", kind="stable")
+        chunk = _pairs_per_call(scorer)
+        for start in range(0, len(frame), chunk):
+            part = frame.iloc[start : start + chunk]
+            yield part.assign(
+                score=scorer(
+                    part["src_index"].to_numpy(np.int64), part["dst_index"].to_numpy(np.int64)
+                )
+            )
+
+    return pairs.repartition(F.col("src_index")).mapInPandas(score, schema)

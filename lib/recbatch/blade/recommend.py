@@ -19,6 +19,11 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recbatch.proximity.graph import TrainingGraph
+from recbatch.proximity.ppr import ppr_rows
+from recbatch.proximity.scorers import PairScorer
+from recbatch.proximity.settings import ProximitySettings
+
 TOPK_SCHEMA = "node_index long, rank int, target_index long, score float"
 
 
@@ -204,3 +209,119 @@ def _block_rows(block: pd.DataFrame, top_k: TopK) -> pd.DataFrame:
             "score": scores.reshape(-1)[valid.reshape(-1)],
         }
     )
+
+
+RERANK_SCHEMA = "node_index long, rank int, target_index long, score float"
+
+
+def reranked_top_k(
+    scorer: PairScorer,
+    graph: TrainingGraph,
+    walk: ProximitySettings,
+    sources: np.ndarray,
+    retrieved: list[np.ndarray],
+    *,
+    k: int,
+    walk_candidates: int,
+    exclude_known: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source, target, score) rows of the top ``k`` of each source's candidates, best first.
+
+    The candidates of source u are ``retrieved[i]`` (its top M by the dot product) and its
+    ``walk_candidates`` targets of highest personalised PageRank (the walk reaches the pair
+    evidence the dot product misses); u itself and, with ``exclude_known``, its training
+    targets are dropped. Ties are broken by the lower target index."""
+    rows = None
+    if walk_candidates:
+        rows = ppr_rows(graph.walk, sources, walk.restart, walk.iterations)
+    out_u, out_v = [], []
+    for i, u in enumerate(sources):
+        pool = [np.asarray(retrieved[i], np.int64)]
+        if rows is not None:
+            m = min(walk_candidates, graph.num_nodes - 1)
+            pool.append(np.argpartition(-rows[i], m)[: m + 1])
+        candidates = np.unique(np.concatenate(pool))
+        drop = [np.asarray([u], np.int64)]
+        if exclude_known:
+            drop.append(
+                graph.forward.indices[graph.forward.indptr[u] : graph.forward.indptr[u + 1]]
+            )
+        candidates = candidates[~np.isin(candidates, np.concatenate(drop))]
+        out_u.append(np.full(len(candidates), u, np.int64))
+        out_v.append(candidates)
+    u_all = np.concatenate(out_u) if out_u else np.zeros(0, np.int64)
+    v_all = np.concatenate(out_v) if out_v else np.zeros(0, np.int64)
+    scores = scorer(u_all, v_all) if len(u_all) else np.zeros(0)
+    keep_u, keep_v, keep_s = [], [], []
+    start = 0
+    for part in out_v:
+        end = start + len(part)
+        s, v = scores[start:end], v_all[start:end]
+        order = np.lexsort((v, -s))[:k]  # score descending, then lower target index
+        keep_u.append(u_all[start:end][order])
+        keep_v.append(v[order])
+        keep_s.append(s[order])
+        start = end
+    if not keep_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(keep_u), np.concatenate(keep_v), np.concatenate(keep_s)
+
+
+def rerank_recommendations(
+    spark: SparkSession,
+    retrieved: DataFrame,
+    scorer: PairScorer,
+    graph: TrainingGraph,
+    walk: ProximitySettings,
+    *,
+    k: int,
+    walk_candidates: int,
+    exclude_known: bool,
+    partitions: int,
+) -> DataFrame:
+    """``RERANK_SCHEMA`` rows: each source's top ``k`` by ``scorer`` among its retrieved targets
+    (``retrieved``: ``TOPK_SCHEMA`` rows, the top M by the dot product) and its walk candidates.
+
+    The scorer and the training graph are broadcast once; a task re-ranks its sources a block
+    at a time (one PPR block, one feature call)."""
+    shared = spark.sparkContext.broadcast((scorer, graph))
+    grouped = retrieved.groupBy("node_index").agg(
+        F.collect_list("target_index").alias("candidates")
+    )
+    block = max(1, walk.block_values // max(graph.num_nodes, 1))
+
+    def rerank(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model, training = shared.value
+        for frame in frames:
+            for start in range(0, len(frame), block):
+                part = frame.iloc[start : start + block]
+                u, v, s = reranked_top_k(
+                    model,
+                    training,
+                    walk,
+                    part["node_index"].to_numpy(np.int64),
+                    [np.asarray(c, np.int64) for c in part["candidates"]],
+                    k=k,
+                    walk_candidates=walk_candidates,
+                    exclude_known=exclude_known,
+                )
+                ranks = _ranks_within(u)
+                yield pd.DataFrame(
+                    {
+                        "node_index": u,
+                        "rank": ranks,
+                        "target_index": v,
+                        "score": s.astype(np.float32),
+                    }
+                )
+
+    return grouped.repartition(partitions, "node_index").mapInPandas(rerank, RERANK_SCHEMA)
+
+
+def _ranks_within(sources: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each run of equal consecutive ``sources``."""
+    if not len(sources):
+        return np.zeros(0, np.int32)
+    starts = np.r_[0, np.flatnonzero(sources[1:] != sources[:-1]) + 1]
+    lengths = np.diff(np.r_[starts, len(sources)])
+    return (np.arange(len(sources)) - np.repeat(starts, lengths) + 1).astype(np.int32)

@@ -9,7 +9,11 @@ from pydantic import Field, model_validator
 
 from recbatch.config import _Section
 
-Variant = Literal["blade", "fixed_fanout", "single", "popularity"]
+Variant = Literal[
+    "blade", "fixed_fanout", "single", "popularity", "ppr", "ppr_potential", "adamic_adar"
+]
+TRAINING_FREE: tuple[str, ...] = ("popularity", "ppr", "ppr_potential", "adamic_adar")
+"""Variants that learn nothing: the floor a trained model must clear."""
 
 
 class BladeSettings(_Section):
@@ -86,6 +90,32 @@ class BladeSettings(_Section):
         return self
 
 
+class RerankSettings(_Section):
+    """BLADE's pair scorer: embeddings plus pair features, weighted on val edges (blade.rerank)."""
+
+    enabled: bool = Field(
+        True,
+        description="score pairs with the re-ranker where the run has val edges to fit it on; "
+        "false (or no val edges): the embeddings' dot product alone",
+    )
+    negatives: int = Field(
+        50, ge=1, description="random targets per val edge, together weighted like the edge"
+    )
+    reverse_weight: float = Field(
+        1.0, ge=0, description="weight of a one-way val edge's reverse as a negative (direction)"
+    )
+    regularisation: float = Field(
+        1e-4, ge=0, description="L2 strength of the logistic regression (standardised features)"
+    )
+    candidates: int = Field(
+        200,
+        ge=1,
+        description="recommendations: the top M targets by the dot product re-ranked, beside "
+        "the source's two-hop neighbourhood",
+    )
+    seed: int = Field(0, ge=0)
+
+
 class RecommendationSettings(_Section):
     """Exact top-K targets of every source by blocked matrix multiply."""
 
@@ -103,8 +133,10 @@ class EvaluationSettings(_Section):
     """Held-out edges ranked against sampled targets of the same source, by degree bucket."""
 
     variants: list[Variant] = Field(
-        default_factory=lambda: ["blade", "popularity"],
-        description="models scored by the evaluation stage (bench/blade_eval.py runs all four)",
+        default_factory=lambda: ["blade", "popularity", "ppr", "ppr_potential"],
+        description="models scored by the evaluation stage: BLADE and its trained baselines "
+        "(fixed_fanout, single), and the training-free floor (popularity, ppr, ppr_potential, "
+        "adamic_adar)",
     )
     negatives: int = Field(1000, ge=1, description="sampled targets per held-out edge")
     split: Literal["test", "val"] = "test"

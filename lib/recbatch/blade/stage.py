@@ -35,7 +35,8 @@ from recbatch.blade.evaluate import (
     with_buckets,
 )
 from recbatch.blade.heldout import held_out_from_graph, one_way_flags
-from recbatch.blade.recommend import top_k_recommendations
+from recbatch.blade.recommend import rerank_recommendations, top_k_recommendations
+from recbatch.blade.rerank import RerankScorer, RerankWeights, fit_reranker
 from recbatch.blade.settings import Variant
 from recbatch.blade.train import TrainJob, train_blade
 from recbatch.config import RecbatchConfig, _join, local_path
@@ -44,8 +45,12 @@ from recbatch.graph.split import TRAIN
 from recbatch.graph.stage import samples_path, samples_stage
 from recbatch.graph.truth import planted_relations, truth_agreement
 from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate, run_date_rows
+from recbatch.io.index import with_row_index
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
+from recbatch.proximity.features import PairFeatures
+from recbatch.proximity.graph import TrainingGraph, training_graph
+from recbatch.proximity.scorers import FLOOR_SCORERS, PairScorer, floor_scorer
 from recbatch.train.distributed import run_distributed
 
 log = get_logger(__name__)
@@ -389,8 +394,103 @@ def _embeddings(
 
 
 def blade_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
-    """The ``blade`` pipeline stage: train the configured model (variant ``blade``)."""
-    return train_variant(spark, cfg, "blade")
+    """The ``blade`` pipeline stage: train the configured model (variant ``blade``), then fit
+    its pair scorer on the run's val edges (``rerank``)."""
+    summary = train_variant(spark, cfg, "blade")
+    if cfg.rerank.enabled:
+        summary["rerank"] = fit_variant_reranker(spark, cfg, "blade")
+    return summary
+
+
+def rerank_path(cfg: RecbatchConfig, run_date: date, version: str) -> str:
+    """The pair scorer's weights for one trained model version and the settings that shape
+    them (a changed model or setting never reuses weights)."""
+    payload = json.dumps(
+        {
+            "rerank": cfg.rerank.model_dump(mode="json"),
+            "proximity": cfg.proximity.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:8]
+    return _work(cfg, run_date, "rerank", f"{version}-{digest}.json")
+
+
+def train_graph_of(edges: DataFrame, num_nodes: int) -> TrainingGraph:
+    """The run's training edges as a ``TrainingGraph`` (for path features and the floor)."""
+    return training_graph(edges.where(F.col("split") == TRAIN), num_nodes)
+
+
+def val_edges(edges: DataFrame) -> DataFrame:
+    """The run's val edges (``edge_id``, ``src_index``, ``dst_index``, ``one_way``)."""
+    chosen = edges.where(F.col("split") == "val").select("src_index", "dst_index")
+    return one_way_flags(with_row_index(chosen, ["src_index", "dst_index"], "edge_id"), edges)
+
+
+def fit_variant_reranker(
+    spark: SparkSession, cfg: RecbatchConfig, variant: str, val: DataFrame | None = None
+) -> dict[str, Any]:
+    """Fit (or reuse) a trained variant's pair scorer on val edges: the run's own (graph split
+    ``val``), or ``val`` given (``edge_id``, ``src_index``, ``dst_index``, ``one_way``, and
+    optionally ``negatives`` already drawn). Without val edges the variant serves its dot
+    product, and the summary says so."""
+    run_date = cfg.effective_run_date()
+    nodes, edges = _graph(spark, cfg, run_date)
+    embeddings = _embeddings(spark, cfg, run_date, variant)
+    version = embeddings.select("model_version").head()[0]
+    path = rerank_path(cfg, run_date, version)
+    stored = RerankWeights.load(path)
+    if stored is not None:
+        log.info("%s pair scorer for %s already fitted: %s", variant, version, path)
+        return {"weights": path, "val_edges": stored.val_edges, "reused": True}
+    val = val if val is not None else val_edges(edges)
+    if val.isEmpty():
+        log.warning(
+            "no val edges on %s (graph.split=%s): %s serves its dot product, without the pair "
+            "scorer",
+            run_date,
+            cfg.graph.split,
+            variant,
+        )
+        return {"weights": None, "val_edges": 0}
+    num_nodes = nodes.count()
+    dot = matrices_from_embeddings(
+        variant, embeddings.select("node_index", "source", "target").toPandas(), num_nodes
+    )
+    features = PairFeatures(train_graph_of(edges, num_nodes), cfg.proximity, dot)
+    weights = fit_reranker(
+        spark, val, edges.select("src_index", "dst_index"), num_nodes, features, cfg.rerank
+    )
+    weights.save(path)
+    return {
+        "weights": path,
+        "val_edges": weights.val_edges,
+        "coefficients": dict(zip(weights.features, weights.coefficients, strict=False)),
+    }
+
+
+def served_scorer(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    variant: str,
+    embeddings: DataFrame,
+    version: str,
+    graph: TrainingGraph,
+) -> tuple[PairScorer, str]:
+    """A trained variant's scorer: its pair scorer where fitted weights exist for its model
+    version, else its dot product; and the version it reports."""
+    num_nodes = graph.num_nodes
+    dot = matrices_from_embeddings(
+        variant, embeddings.select("node_index", "source", "target").toPandas(), num_nodes
+    )
+    if not cfg.rerank.enabled:
+        return dot, version
+    weights = RerankWeights.load(rerank_path(cfg, cfg.effective_run_date(), version))
+    if weights is None:
+        return dot, version
+    return RerankScorer(
+        variant, PairFeatures(graph, cfg.proximity, dot), weights
+    ), f"{version}+rerank"
 
 
 def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
@@ -400,16 +500,8 @@ def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str,
     nodes, edges = _graph(spark, cfg, run_date)
     embeddings = _embeddings(spark, cfg, run_date, "blade")
     version = embeddings.select("model_version").head()[0]
-    known = edges.where(F.col("split") == TRAIN).select("src_index", "dst_index")
+    top, version = served_top_k(spark, cfg, nodes, edges, embeddings, version)
     with timed(log, f"top-{settings.top_k} recommendations ({version})"):
-        top = top_k_recommendations(
-            spark,
-            embeddings,
-            known if settings.exclude_known else None,
-            k=settings.top_k,
-            block_rows=settings.block_rows,
-            partitions=settings.partitions,
-        )
         ids = nodes.select("node_index", F.col("node_id").alias("product"))
         rows = (
             top.join(ids, "node_index")
@@ -450,6 +542,49 @@ def recommendations_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str,
     }
     log.info("recommendations for %s: %s", run_date, summary)
     return summary
+
+
+def served_top_k(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    nodes: DataFrame,
+    edges: DataFrame,
+    embeddings: DataFrame,
+    version: str,
+) -> tuple[DataFrame, str]:
+    """``TOPK_SCHEMA`` rows of every product's top K and the version that ranked them.
+
+    With a fitted pair scorer: retrieval and re-ranking (the top ``rerank.candidates`` by the
+    dot product and as many by the walk, ordered by the pair scorer); else the exact top K by
+    the dot product."""
+    settings = cfg.recommendations
+    known = edges.where(F.col("split") == TRAIN).select("src_index", "dst_index")
+    num_nodes = nodes.count()
+    graph = train_graph_of(edges, num_nodes)
+    scorer, served = served_scorer(spark, cfg, "blade", embeddings, version, graph)
+    retrieve = settings.top_k if served == version else max(cfg.rerank.candidates, settings.top_k)
+    top = top_k_recommendations(
+        spark,
+        embeddings,
+        known if settings.exclude_known else None,
+        k=retrieve,
+        block_rows=settings.block_rows,
+        partitions=settings.partitions,
+    )
+    if served == version:
+        return top, version
+    reranked = rerank_recommendations(
+        spark,
+        top,
+        scorer,
+        graph,
+        cfg.proximity,
+        k=settings.top_k,
+        walk_candidates=cfg.rerank.candidates,
+        exclude_known=settings.exclude_known,
+        partitions=settings.partitions,
+    )
+    return reranked, served
 
 
 def _graph_name(cfg: RecbatchConfig) -> str:
@@ -506,6 +641,24 @@ def _variant_embeddings(
     return stored.select("node_index", "source", "target"), stored.select("model_version").head()[0]
 
 
+def variant_scorer(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    nodes: DataFrame,
+    variant: str,
+    graph: TrainingGraph,
+) -> tuple[PairScorer, str]:
+    """The scorer an evaluation ranks a variant with, and its version: the training-free floor
+    on the training graph, popularity's vectors, or a trained variant's served scorer."""
+    run_date = cfg.effective_run_date()
+    if variant in FLOOR_SCORERS:
+        return floor_scorer(variant, graph, cfg.proximity), f"{variant}-{run_date.isoformat()}"
+    embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
+    if variant == "popularity":
+        return matrices_from_embeddings(variant, embeddings.toPandas(), graph.num_nodes), version
+    return served_scorer(spark, cfg, variant, embeddings, version, graph)
+
+
 def planted_agreement(
     spark: SparkSession,
     cfg: RecbatchConfig,
@@ -521,6 +674,8 @@ def planted_agreement(
     ids = nodes.select("node_index", "node_id")
     rows = []
     for variant in variants:
+        if variant in FLOOR_SCORERS:
+            continue  # scored on held-out edges only; no vectors to rank a catalogue with
         embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
         top = top_k_recommendations(
             spark,
@@ -580,12 +735,12 @@ def evaluate_variants(
     bucketed = with_buckets(held, degrees, cutoffs).localCheckpoint()
     size = bucketed.agg(F.count(F.lit(1)), F.min(F.size("negatives"))).head()
     held_edges, negatives = int(size[0]), size[1]
+    graph = train_graph_of(edges, num_nodes)
     rows: list[dict[str, Any]] = []
     for variant in variants:
-        embeddings, version = _variant_embeddings(spark, cfg, nodes, variant)
-        matrices = matrices_from_embeddings(variant, embeddings.toPandas(), num_nodes)
+        scorer, version = variant_scorer(spark, cfg, nodes, variant, graph)
         with timed(log, f"evaluating {variant} on {held_edges} held-out edges"):
-            metrics = summarise(score_held_out_edges(spark, bucketed, matrices))
+            metrics = summarise(score_held_out_edges(spark, bucketed, scorer))
         for row in metrics:
             rows.append(
                 {

@@ -1,0 +1,213 @@
+"""BLADE's pair scorer: the embeddings' score and the pair features, weighted on val edges.
+
+The embeddings give every node a source and a target vector; a dot product of the two cannot
+hold what joins one *pair* (common neighbours per direction, walk proximity), which is why a
+training-free personalised PageRank outranked the embeddings on citation graphs
+(``../shared/notes/blade.md``). BLADE therefore scores a candidate pair as
+
+    score(u -> v) = w . features(u, v) + b          (``recbatch.proximity.features``)
+
+with ``w`` a logistic regression (Spark MLlib, instance weights) fitted on the run's **val
+edges**, which no model trained on: each val edge is a positive, ``rerank.negatives`` random
+targets of its source are negatives (together weighted like the positive), and its reverse,
+where the edge is one-way, is a negative of weight ``rerank.reverse_weight`` (direction). The
+weights are chosen per run by this rule, never per graph by hand, so they carry to a graph
+nobody tuned on. The features are standardised by MLlib before the fit and the coefficients
+are reported on the original scale.
+
+Serving is retrieval plus re-ranking (``recbatch.blade.recommend``): the exact top-M targets by
+the dot product and the two-hop neighbourhood of the source are the candidates; this score
+orders them. Evaluation scores the held-out edges and their sampled targets with it directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recbatch.blade.heldout import sample_negatives
+from recbatch.config import local_path
+from recbatch.log import get_logger, timed
+from recbatch.proximity.features import PairFeatures
+from recbatch.proximity.graph import require_columns
+from recbatch.proximity.scorers import PairScorer
+
+log = get_logger(__name__)
+
+VAL_COLUMNS = ("edge_id", "src_index", "dst_index", "one_way")
+
+
+@dataclass(frozen=True)
+class RerankWeights:
+    """A fitted pair scorer's weights, by feature name, and what they were fitted on."""
+
+    features: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    intercept: float
+    val_edges: int
+    training_pairs: int
+
+    def save(self, path: str) -> None:
+        target = local_path(path)
+        if target is None:
+            raise ValueError(f"re-ranker weights need a local or mounted path, got {path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".tmp")
+        partial.write_text(json.dumps(asdict(self), indent=1))
+        partial.replace(target)  # atomic: a reader sees the old weights or the new
+
+    @classmethod
+    def load(cls, path: str) -> RerankWeights | None:
+        target = local_path(path)
+        if target is None or not target.exists():
+            return None
+        raw = json.loads(Path(target).read_text())
+        return cls(
+            features=tuple(raw["features"]),
+            coefficients=tuple(raw["coefficients"]),
+            intercept=float(raw["intercept"]),
+            val_edges=int(raw["val_edges"]),
+            training_pairs=int(raw["training_pairs"]),
+        )
+
+
+class RerankScorer(PairScorer):
+    """w . features(u, v) + b."""
+
+    def __init__(self, name: str, features: PairFeatures, weights: RerankWeights) -> None:
+        if tuple(features.names) != tuple(weights.features):
+            raise ValueError(
+                f"re-ranker weights are for features {weights.features}, not {features.names}"
+            )
+        self.name, self.features, self.weights = name, features, weights
+        embedding = features.embedding
+        self.width = len(features.names) + (embedding.width if embedding is not None else 0)
+        self._w = np.asarray(weights.coefficients, np.float64)
+
+    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.features(u, v) @ self._w + self.weights.intercept
+
+
+def training_pairs(
+    spark: SparkSession,
+    val: DataFrame,
+    all_edges: DataFrame,
+    num_nodes: int,
+    features: PairFeatures,
+    *,
+    negatives: int,
+    reverse_weight: float,
+    seed: int,
+) -> DataFrame:
+    """``label``, ``weight`` and one double column per feature, for every val edge, its
+    ``negatives`` random targets (weight 1 / negatives each) and its reverse where one-way.
+
+    ``val``: ``edge_id``, ``src_index``, ``dst_index``, ``one_way`` and optionally
+    ``negatives`` (drawn targets; else drawn here); ``all_edges``: every known edge
+    (``src_index``, ``dst_index``), which a random target must not be."""
+    require_columns(val, VAL_COLUMNS, "training_pairs")
+    if "negatives" in val.columns:  # drawn already (a referee split's val edges)
+        pairs = val.select(*VAL_COLUMNS, F.slice("negatives", 1, negatives).alias("negatives"))
+    else:
+        drawn = sample_negatives(val, all_edges, num_nodes, negatives, seed)
+        pairs = val.select(*VAL_COLUMNS).join(drawn, "edge_id", "left")
+    shared = spark.sparkContext.broadcast(features)
+    names = features.names
+
+    def featurise(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer = shared.value
+        for frame in frames:
+            if frame.empty:
+                continue
+            u = frame["src_index"].to_numpy(np.int64)
+            v = frame["dst_index"].to_numpy(np.int64)
+            drawn_u, drawn_v, drawn_w = [], [], []
+            for src, targets in zip(u, frame["negatives"], strict=False):
+                if targets is not None and len(targets):
+                    drawn_v.append(np.asarray(targets, np.int64))
+                    drawn_u.append(np.full(len(targets), src, np.int64))
+                    drawn_w.append(np.full(len(targets), 1.0 / len(targets)))
+            one_way = frame["one_way"].to_numpy(bool)
+            su = np.concatenate([u, *drawn_u, v[one_way]])
+            sv = np.concatenate([v, *drawn_v, u[one_way]])
+            n_drawn = len(su) - len(u) - int(one_way.sum())
+            label = np.r_[np.ones(len(u)), np.zeros(n_drawn), np.zeros(int(one_way.sum()))]
+            weight = np.concatenate(
+                [np.ones(len(u)), *drawn_w, np.full(int(one_way.sum()), reverse_weight)]
+            )
+            values = scorer(su, sv)
+            yield pd.DataFrame(
+                {"label": label, "weight": weight, **{n: values[:, i] for i, n in enumerate(names)}}
+            )
+
+    schema = "label double, weight double, " + ", ".join(f"{n} double" for n in names)
+    return pairs.mapInPandas(featurise, schema)
+
+
+def fit_weights(
+    pairs: DataFrame, names: tuple[str, ...], regularisation: float
+) -> LogisticRegression:
+    """MLlib's weighted logistic regression on the training pairs' features."""
+    assembled = VectorAssembler(inputCols=list(names), outputCol="features").transform(pairs)
+    model = LogisticRegression(
+        featuresCol="features",
+        labelCol="label",
+        weightCol="weight",
+        regParam=regularisation,
+        elasticNetParam=0.0,
+        standardization=True,
+        maxIter=200,
+        tol=1e-8,
+    ).fit(assembled)
+    return model
+
+
+def fit_reranker(
+    spark: SparkSession,
+    val: DataFrame,
+    all_edges: DataFrame,
+    num_nodes: int,
+    features: PairFeatures,
+    settings,
+) -> RerankWeights:
+    """Fit the pair scorer's weights on ``val`` (see ``training_pairs``)."""
+    val = val.localCheckpoint()
+    val_edges = val.count()
+    if val_edges == 0:
+        raise ValueError("no val edges to fit BLADE's pair scorer on")
+    pairs = training_pairs(
+        spark,
+        val,
+        all_edges,
+        num_nodes,
+        features,
+        negatives=settings.negatives,
+        reverse_weight=settings.reverse_weight,
+        seed=settings.seed,
+    ).localCheckpoint()
+    count = pairs.count()
+    with timed(log, f"fitting BLADE's pair scorer on {val_edges} val edges ({count} pairs)"):
+        model = fit_weights(pairs, features.names, settings.regularisation)
+    weights = RerankWeights(
+        features=tuple(features.names),
+        coefficients=tuple(float(c) for c in model.coefficients.toArray()),
+        intercept=float(model.intercept),
+        val_edges=val_edges,
+        training_pairs=count,
+    )
+    log.info(
+        "pair scorer weights: %s",
+        ", ".join(
+            f"{n} {c:+.3f}" for n, c in zip(weights.features, weights.coefficients, strict=False)
+        ),
+    )
+    return weights
