@@ -79,20 +79,11 @@ REFERENCE = {  # ../shared/data/README.md: best existence (Hits@100) and directi
 }
 DEFAULTS = {
     # Sized per graph for 2 cores: wiki_vote has 12x the edges of cora_ml (83k training edges),
-    # so larger steps. The composite's existence channel and weights were chosen on each graph's
-    # seed-0 val edges (--tune --which val): cora_ml keeps the config's (single, 0.5, 1);
-    # wiki_vote, whose existence is itself one-way (voters -> candidates), takes directional
-    # with a small direction weight and the source prior (2026-12-06).
+    # so larger steps. Only sizes: what a model chooses (the composite's channels and weights,
+    # the pair scorer) is the config's default or fitted on val edges inside the run, as it
+    # would be on a graph nobody tuned on.
     "cora_ml": ("blade.batch_size=1024", "blade.epochs=40"),
-    "wiki_vote": (
-        "blade.batch_size=4096",
-        "blade.learning_rate=0.02",
-        "blade.epochs=40",
-        "blade.existence_embedding=directional",
-        "blade.direction_weight=0.1",
-        "blade.potential_weight=0",
-        "blade.source_prior_weight=1",
-    ),
+    "wiki_vote": ("blade.batch_size=4096", "blade.learning_rate=0.02", "blade.epochs=40"),
 }
 COMMON = (
     "spark.driver_memory=6g",

@@ -479,7 +479,7 @@ def blade_run(spark: SparkSession, data_root: Path):
         "recommendations.top_k=5",
         "recommendations.partitions=2",
         "evaluation.negatives=50",
-        "evaluation.variants=[blade,single,popularity]",
+        "evaluation.variants=[blade,single,popularity,ppr]",
         "link_uncertainty.members=4",
         "link_uncertainty.negatives_per_edge=5",
         "link_thresholds.min_bucket_support=40",
@@ -527,10 +527,12 @@ def test_stages_write_well_formed_embeddings_recommendations_and_metrics(
     )
     ranked = recs.sort_values(["product", "rank"])
     assert ranked.groupby("product")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
-    assert set(recs["model_version"]) == set(blade["model_version"])
+    # re-ranked by the pair scorer fitted on the run's val edges (graph.split=random)
+    assert set(recs["model_version"]) == {f"{v}+rerank" for v in blade["model_version"]}
+    assert trained["rerank"]["val_edges"] == int(0.05 * len(edges))
 
     metrics = _delta(spark, cfg, "eval_metrics")
-    assert set(metrics["variant"]) == {"blade", "single", "popularity"}
+    assert set(metrics["variant"]) == {"blade", "single", "popularity", "ppr"}
     assert set(metrics["bucket"]) == {"all", "low", "mid", "high"}
     overall = metrics[metrics.bucket == "all"].set_index("variant")
     assert (overall["edges"] == int(0.15 * len(edges))).all()

@@ -137,8 +137,15 @@ def test_two_hop_counts_equal_matrix_products_on_a_random_graph() -> None:
         ("paths_cocited", a.T @ a),
         ("paths_coupled", a @ a.T),
         ("paths_backward", a.T @ a.T),
+        ("paths_three", a @ a.T @ a),
     ]:
         np.testing.assert_allclose(got[:, names.index(name)], np.log1p(m[u, v]), err_msg=name)
+    spread_in = np.diag(1.0 / np.maximum(a.sum(0), 1.0))
+    spread_out = np.diag(1.0 / np.maximum(a.sum(1), 1.0))
+    resource = a @ spread_in @ a.T @ spread_out @ a
+    np.testing.assert_allclose(
+        got[:, names.index("paths_three_ra")], np.log1p(100.0 * resource[u, v]), rtol=1e-6
+    )
 
 
 def test_by_source_block_keeps_the_callers_order() -> None:
@@ -245,4 +252,5 @@ def test_training_pairs_label_and_weight_each_val_edge(spark: SparkSession) -> N
     negatives = pairs[pairs.label == 0]
     # 3 drawn targets per edge weighing 1/3 each, and the one-way edge's reverse at 0.5
     assert sorted(negatives.weight.round(6)) == sorted([round(1 / 3, 6)] * 6 + [0.5])
-    assert list(pairs.columns[2:]) == list(features.names)
+    assert sorted(negatives.kind) == [1] * 6 + [2] and (positives.kind == 0).all()
+    assert list(pairs.columns[3:]) == list(features.names)

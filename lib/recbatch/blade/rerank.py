@@ -26,24 +26,27 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.feature import VectorAssembler
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.blade.heldout import sample_negatives
 from recbatch.config import local_path
 from recbatch.log import get_logger, timed
-from recbatch.proximity.features import PairFeatures
+from recbatch.proximity.features import SOURCE_FEATURES, PairFeatures
 from recbatch.proximity.graph import require_columns
 from recbatch.proximity.scorers import PairScorer
 
 log = get_logger(__name__)
 
 VAL_COLUMNS = ("edge_id", "src_index", "dst_index", "one_way")
+POSITIVE, DRAWN, REVERSED = 0, 1, 2
+"""``kind`` of a training pair: a val edge, a drawn target of its source, its reverse."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def training_pairs(
     reverse_weight: float,
     seed: int,
 ) -> DataFrame:
-    """``label``, ``weight`` and one double column per feature, for every val edge, its
+    """``label``, ``weight``, ``kind`` and one double column per feature, for every val edge, its
     ``negatives`` random targets (weight 1 / negatives each) and its reverse where one-way.
 
     ``val``: ``edge_id``, ``src_index``, ``dst_index``, ``one_way`` and optionally
@@ -140,24 +143,34 @@ def training_pairs(
             su = np.concatenate([u, *drawn_u, v[one_way]])
             sv = np.concatenate([v, *drawn_v, u[one_way]])
             n_drawn = len(su) - len(u) - int(one_way.sum())
-            label = np.r_[np.ones(len(u)), np.zeros(n_drawn), np.zeros(int(one_way.sum()))]
+            n_reversed = int(one_way.sum())
+            label = np.r_[np.ones(len(u)), np.zeros(n_drawn), np.zeros(n_reversed)]
+            kind = np.r_[
+                np.full(len(u), POSITIVE), np.full(n_drawn, DRAWN), np.full(n_reversed, REVERSED)
+            ]
             weight = np.concatenate(
                 [np.ones(len(u)), *drawn_w, np.full(int(one_way.sum()), reverse_weight)]
             )
             values = scorer(su, sv)
             yield pd.DataFrame(
-                {"label": label, "weight": weight, **{n: values[:, i] for i, n in enumerate(names)}}
+                {
+                    "label": label,
+                    "weight": weight,
+                    "kind": kind.astype(np.int32),
+                    **{n: values[:, i] for i, n in enumerate(names)},
+                }
             )
 
-    schema = "label double, weight double, " + ", ".join(f"{n} double" for n in names)
+    schema = "label double, weight double, kind int, " + ", ".join(f"{n} double" for n in names)
     return pairs.mapInPandas(featurise, schema)
 
 
-def fit_weights(
-    pairs: DataFrame, names: tuple[str, ...], regularisation: float
-) -> LogisticRegression:
-    """MLlib's weighted logistic regression on the training pairs' features."""
-    assembled = VectorAssembler(inputCols=list(names), outputCol="features").transform(pairs)
+def fit_logistic(
+    pairs: DataFrame, names: list[str], regularisation: float
+) -> tuple[np.ndarray, float]:
+    """(coefficients, intercept) of MLlib's weighted logistic regression of ``label`` on the
+    ``names`` columns (standardised inside the fit, reported on the original scale)."""
+    assembled = VectorAssembler(inputCols=names, outputCol="features").transform(pairs)
     model = LogisticRegression(
         featuresCol="features",
         labelCol="label",
@@ -168,7 +181,31 @@ def fit_weights(
         maxIter=200,
         tol=1e-8,
     ).fit(assembled)
-    return model
+    return model.coefficients.toArray().astype(np.float64), float(model.intercept)
+
+
+def existence_pairs(pairs: DataFrame, reverse_share: float) -> DataFrame:
+    """Stage 1's pairs: val edges and drawn targets, and the reverses weighted so that they
+    total ``reverse_share`` of the drawn targets' weight (0: left out). A small share teaches
+    the existence score that a pair's orientation matters, at little cost to its ranking."""
+    if reverse_share <= 0:
+        return pairs.where(F.col("kind") != REVERSED)
+    totals = pairs.groupBy("kind").agg(F.sum("weight").alias("total"), F.count(F.lit(1)).alias("n"))
+    by_kind = {r["kind"]: r for r in totals.collect()}  # three rows
+    if REVERSED not in by_kind or DRAWN not in by_kind:
+        return pairs.where(F.col("kind") != REVERSED)
+    each = reverse_share * by_kind[DRAWN]["total"] / by_kind[REVERSED]["n"]
+    return pairs.withColumn(
+        "weight", F.when(F.col("kind") == REVERSED, F.lit(each)).otherwise(F.col("weight"))
+    )
+
+
+def linear_score(coefficients: np.ndarray, intercept: float, names: list[str]) -> Column:
+    """w . x + b as a Spark expression over the feature columns."""
+    total = F.lit(float(intercept))
+    for name, weight in zip(names, coefficients, strict=True):
+        total = total + F.lit(float(weight)) * F.col(name)
+    return total
 
 
 def fit_reranker(
@@ -177,9 +214,23 @@ def fit_reranker(
     all_edges: DataFrame,
     num_nodes: int,
     features: PairFeatures,
-    settings,
+    settings: Any,
 ) -> RerankWeights:
-    """Fit the pair scorer's weights on ``val`` (see ``training_pairs``)."""
+    """Fit the pair scorer on ``val`` in two stages, so that direction never costs ranking:
+
+    1. **existence**: val edges against random targets of their own source (and their reverses
+       at a small weight, ``existence_pairs``), every feature: ``g = w . x + b``. This alone
+       orders each source's targets (Hits@K, MRR, the top K);
+    2. **direction**: val edges against their reverses, on the standardised ``g`` and the
+       *source-only* features (``SOURCE_FEATURES``): ``c z(g) + h . x_u``. A term that depends
+       on the source alone moves a source's whole row up or down, so with ``c > 0`` no source's
+       ranking changes; what changes is the level of its scores, which is what a score compared
+       across sources reads (the pooled direction AUC, one global link threshold): target-like
+       nodes rarely link out.
+
+    Both stages are linear in the features, so the result is one weight vector (folded here).
+    Where stage 2 has nothing to learn from (no one-way val edge) or finds ``c <= 0``, the
+    score is stage 1's."""
     val = val.localCheckpoint()
     val_edges = val.count()
     if val_edges == 0:
@@ -195,19 +246,46 @@ def fit_reranker(
         seed=settings.seed,
     ).localCheckpoint()
     count = pairs.count()
+    names = list(features.names)
     with timed(log, f"fitting BLADE's pair scorer on {val_edges} val edges ({count} pairs)"):
-        model = fit_weights(pairs, features.names, settings.regularisation)
+        w1, b1 = fit_logistic(
+            existence_pairs(pairs, settings.existence_reverse_share), names, settings.regularisation
+        )
+        final, intercept, stage2 = w1, b1, "none"
+        direction = pairs.where(F.col("kind") != DRAWN).withColumn(
+            "existence", linear_score(w1, b1, names)
+        )
+        moments = direction.agg(
+            F.avg("existence"),
+            F.stddev("existence"),
+            F.sum((F.col("kind") == REVERSED).cast("int")),
+        ).head()
+        reversed_pairs = int(moments[2] or 0)
+        if reversed_pairs > 0 and moments[1]:
+            mean, sd = float(moments[0]), float(moments[1])
+            standard = direction.withColumn("existence", (F.col("existence") - mean) / sd)
+            w2, b2 = fit_logistic(
+                standard, ["existence", *SOURCE_FEATURES], settings.regularisation
+            )
+            if w2[0] > 0:
+                scale = w2[0] / sd
+                final = scale * w1
+                for name, weight in zip(SOURCE_FEATURES, w2[1:], strict=True):
+                    final[names.index(name)] += weight
+                intercept = scale * (b1 - mean) + b2
+                stage2 = f"c {w2[0]:.3f} on {reversed_pairs} reversed val edges"
     weights = RerankWeights(
-        features=tuple(features.names),
-        coefficients=tuple(float(c) for c in model.coefficients.toArray()),
-        intercept=float(model.intercept),
+        features=tuple(names),
+        coefficients=tuple(float(c) for c in final),
+        intercept=float(intercept),
         val_edges=val_edges,
         training_pairs=count,
     )
     log.info(
-        "pair scorer weights: %s",
+        "pair scorer (direction stage: %s): %s",
+        stage2,
         ", ".join(
-            f"{n} {c:+.3f}" for n, c in zip(weights.features, weights.coefficients, strict=False)
+            f"{n} {c:+.3f}" for n, c in zip(weights.features, weights.coefficients, strict=True)
         ),
     )
     return weights

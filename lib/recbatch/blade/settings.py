@@ -102,7 +102,16 @@ class RerankSettings(_Section):
         50, ge=1, description="random targets per val edge, together weighted like the edge"
     )
     reverse_weight: float = Field(
-        1.0, ge=0, description="weight of a one-way val edge's reverse as a negative (direction)"
+        1.0,
+        ge=0,
+        description="direction stage: weight of a one-way val edge's reverse as a negative",
+    )
+    existence_reverse_share: float = Field(
+        0.05,
+        ge=0,
+        description="existence stage: the reverses' total weight as a share of the random "
+        "targets' (0: random targets only, the best ranking; more: direction learnt in the "
+        "ranking score itself, at a small cost to it)",
     )
     regularisation: float = Field(
         1e-4, ge=0, description="L2 strength of the logistic regression (standardised features)"

@@ -48,7 +48,7 @@ from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate,
 from recbatch.io.index import with_row_index
 from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
-from recbatch.proximity.features import PairFeatures
+from recbatch.proximity.features import GRAPH_FEATURES, PairFeatures
 from recbatch.proximity.graph import TrainingGraph, training_graph
 from recbatch.proximity.scorers import FLOOR_SCORERS, PairScorer, floor_scorer
 from recbatch.train.distributed import run_distributed
@@ -409,6 +409,7 @@ def rerank_path(cfg: RecbatchConfig, run_date: date, version: str) -> str:
         {
             "rerank": cfg.rerank.model_dump(mode="json"),
             "proximity": cfg.proximity.model_dump(mode="json"),
+            "features": GRAPH_FEATURES,
         },
         sort_keys=True,
     )

@@ -8,12 +8,22 @@ each direction pattern join them, and how much of a walk from u ends at v (BUDDY
 * ``embedding``: BLADE's composite score s_u . t_v (existence and direction channels);
 * ``ppr_z``: log personalised PageRank of v from u, standardised over all of u's targets;
 * ``ppr_log``: the raw log PPR (its level compares pairs of different sources);
+* ``ppr_forward_z``: the same for a walk that follows edges forward only (u's out-walk):
+  where relations chain one way (votes, accessories of accessories) it separates what the
+  undirected walk mixes;
 * ``potential_diff``, ``source_potential``: phi_v - phi_u and phi_u, phi = log((in+1)/(out+1));
 * ``paths_forward`` u -> w -> v, ``paths_cocited`` u <- w -> v (w links to both),
   ``paths_coupled`` u -> w <- v (both link to w), ``paths_backward`` u <- w <- v: log(1 + count)
   of two-hop paths of each direction pattern (DirGNN's four relations);
+* ``paths_three``: log(1 + count) of u -> w <- x -> v (x shares a target with u and links to
+  v: "those who bought what you bought also bought", item-based collaborative filtering), and
+  ``paths_three_ra``, the same paths weighted 1 / (in-degree of w x out-degree of x) (resource
+  allocation: a path through a hub says little);
 * ``adamic_adar``: common neighbours on the undirected graph, weighted 1 / log degree;
-* ``target_in_log``, ``source_out_log``: log(1 + in-degree of v), log(1 + out-degree of u).
+* ``rank_gap``, ``target_rank``, ``source_rank``: (s_u - s_v - 1)^2, s_v and s_u of the
+  SpringRank heights s (``TrainingGraph.spring_rank``): how well u -> v fits the graph's order;
+* ``target_in_log``, ``source_out_log``, ``source_in_log``: log(1 + in-degree of v), log(1 +
+  out-degree of u), log(1 + in-degree of u).
 
 Computed per block of distinct sources, like the floor's scorers, inside the task that needs them.
 """
@@ -21,6 +31,7 @@ Computed per block of distinct sources, like the floor's scorers, inside the tas
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from recbatch.proximity.graph import TrainingGraph
 from recbatch.proximity.ppr import ppr_rows
@@ -36,16 +47,25 @@ from recbatch.proximity.settings import ProximitySettings
 GRAPH_FEATURES = (
     "ppr_z",
     "ppr_log",
+    "ppr_forward_z",
     "potential_diff",
     "source_potential",
     "paths_forward",
     "paths_cocited",
     "paths_coupled",
     "paths_backward",
+    "paths_three",
+    "paths_three_ra",
     "adamic_adar",
+    "rank_gap",
+    "target_rank",
     "target_in_log",
+    "source_rank",
     "source_out_log",
+    "source_in_log",
 )
+SOURCE_FEATURES = ("source_potential", "source_rank", "source_out_log", "source_in_log")
+"""Features of the source alone: they move a source's whole row of scores, never its order."""
 EMBEDDING_FEATURE = "embedding"
 
 
@@ -79,22 +99,37 @@ class PairFeatures:
         ppr = ppr_rows(g.walk, sources, self.settings.restart, self.settings.iterations)
         z = standardised_log(ppr)[row, targets]
         raw = np.log(ppr[row, targets] + 1e-12)
+        forward_z = standardised_log(
+            ppr_rows(g.forward_walk, sources, self.settings.restart, self.settings.iterations)
+        )[row, targets]
         fwd, bwd = g.forward, g.backward
+        shared_targets = fwd[sources] @ bwd  # u -> w <- x: [sources, n]
+        three = sparse_gather(shared_targets @ fwd, row, targets)
+        spread_in = sp.diags(1.0 / np.maximum(g.in_degree, 1.0))
+        spread_out = sp.diags(1.0 / np.maximum(g.out_degree, 1.0))
+        three_ra = sparse_gather((fwd[sources] @ spread_in @ bwd) @ spread_out @ fwd, row, targets)
         counts = [
             sparse_gather(first[sources] @ second, row, targets)
             for first, second in ((fwd, fwd), (bwd, fwd), (fwd, bwd), (bwd, bwd))
         ]
-        phi = g.potential
+        phi, rank = g.potential, g.spring_rank
         src = sources[row]
         return np.column_stack(
             [
                 z,
                 raw,
+                forward_z,
                 phi[targets] - phi[src],
                 phi[src],
                 *(np.log1p(c) for c in counts),
+                np.log1p(three),
+                np.log1p(100.0 * three_ra),
                 sparse_gather(adamic_adar_rows(g, sources), row, targets),
+                (rank[src] - rank[targets] - 1.0) ** 2,
+                rank[targets],
                 np.log1p(g.in_degree[targets]),
+                rank[src],
                 np.log1p(g.out_degree[src]),
+                np.log1p(g.in_degree[src]),
             ]
         )
