@@ -73,9 +73,9 @@ from recbatch.session import build_session  # noqa: E402
 
 REFEREE = ROOT.parent / "shared" / "linkpred"
 RUN_DATE = date(2026, 1, 1)
-REFERENCE = {  # ../shared/data/README.md: best existence (Hits@100) and direction baselines
-    "cora_ml": {"hits_100": 0.877, "direction_auc": 0.91},
-    "wiki_vote": {"hits_100": 0.932, "direction_auc": 0.97},
+REFERENCE = {  # the BLADE-vs-floor issue's goals: existence and direction at once
+    "cora_ml": {"hits_100": 0.95, "direction_auc": 0.92},
+    "wiki_vote": {"hits_100": 0.945, "direction_auc": 0.975},
 }
 DEFAULTS = {
     # Sized per graph for 2 cores: wiki_vote has 12x the edges of cora_ml (83k training edges),
@@ -396,6 +396,7 @@ def summarise(results: list[dict]) -> None:
 
         m = {k: mean("all", k) for k in ("hits_20", "hits_50", "hits_100", "mrr", "direction_auc")}
         m.update({f"hits_100_{b}": mean(b, "hits_100") for b in ("low", "mid", "high")})
+        m.update({f"mrr_{b}": mean(b, "mrr") for b in ("low", "mid", "high")})
         dlb = [g["referee"]["dlb_hits@100"] for g in group if "referee" in g]
         m["dlb_hits_100"] = sum(dlb) / len(dlb) if dlb else float("nan")
         means[(dataset, variant)] = m
@@ -410,16 +411,32 @@ def summarise(results: list[dict]) -> None:
         blade = means.get((dataset, "blade"))
         if blade is None:
             continue
-        fixed = means.get((dataset, "fixed_fanout"))
-        gain = (blade["hits_100_low"] / fixed["hits_100_low"] - 1) if fixed else float("nan")
         print(
             f"{dataset}: Hits@100 {blade['hits_100']:.3f} (goal >= {ref['hits_100']}: "
             f"{'met' if blade['hits_100'] >= ref['hits_100'] else 'not met'}); direction AUC "
             f"{blade['direction_auc']:.3f} (goal >= {ref['direction_auc']}: "
-            f"{'met' if blade['direction_auc'] >= ref['direction_auc'] else 'not met'}); "
-            f"low-degree Hits@100 vs fixed fan-out {gain:+.1%} (goal >= +10%: "
-            f"{'met' if gain >= 0.10 else 'not met'})"
+            f"{'met' if blade['direction_auc'] >= ref['direction_auc'] else 'not met'})"
         )
+        floor = [v for (d, v) in means if d == dataset and v in TRAINING_FREE]
+        for bucket in ("low", "mid", "high"):
+            best = max(floor, key=lambda v: means[(dataset, v)][f"hits_100_{bucket}"], default=None)
+            if best is None:
+                continue
+            gap = blade[f"hits_100_{bucket}"] - means[(dataset, best)][f"hits_100_{bucket}"]
+            print(
+                f"  {bucket}: Hits@100 {blade[f'hits_100_{bucket}']:.3f} vs the best training-free "
+                f"({best}) {gap:+.3f} (goal >= -0.01: {'met' if gap >= -0.01 else 'not met'})"
+            )
+        for baseline in ("fixed_fanout_equal", "fixed_fanout"):
+            fixed = means.get((dataset, baseline))
+            if fixed is None:
+                continue
+            gain = blade["mrr_low"] / fixed["mrr_low"] - 1
+            print(
+                f"  low-degree MRR vs {baseline}: {blade['mrr_low']:.3f} vs "
+                f"{fixed['mrr_low']:.3f}, {gain:+.1%} (goal >= +10%: "
+                f"{'met' if gain >= 0.10 else 'not met'})"
+            )
 
 
 def main() -> None:

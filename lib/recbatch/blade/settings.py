@@ -10,7 +10,14 @@ from pydantic import Field, model_validator
 from recbatch.config import _Section
 
 Variant = Literal[
-    "blade", "fixed_fanout", "single", "popularity", "ppr", "ppr_potential", "adamic_adar"
+    "blade",
+    "fixed_fanout",
+    "fixed_fanout_equal",
+    "single",
+    "popularity",
+    "ppr",
+    "ppr_potential",
+    "adamic_adar",
 ]
 TRAINING_FREE: tuple[str, ...] = ("popularity", "ppr", "ppr_potential", "adamic_adar")
 """Variants that learn nothing: the floor a trained model must clear."""
@@ -144,7 +151,8 @@ class EvaluationSettings(_Section):
     variants: list[Variant] = Field(
         default_factory=lambda: ["blade", "popularity", "ppr", "ppr_potential"],
         description="models scored by the evaluation stage: BLADE and its trained baselines "
-        "(fixed_fanout, single), and the training-free floor (popularity, ppr, ppr_potential, "
+        "(fixed_fanout: k = sampling.constant_k; fixed_fanout_equal: k = BLADE's mean budget; "
+        "single), and the training-free floor (popularity, ppr, ppr_potential, "
         "adamic_adar)",
     )
     negatives: int = Field(1000, ge=1, description="sampled targets per held-out edge")

@@ -42,7 +42,7 @@ from recbatch.blade.train import TrainJob, train_blade
 from recbatch.config import RecbatchConfig, _join, local_path
 from recbatch.errors import RecbatchError
 from recbatch.graph.split import TRAIN
-from recbatch.graph.stage import samples_path, samples_stage
+from recbatch.graph.stage import sample_folder, samples_path, samples_stage
 from recbatch.graph.truth import planted_relations, truth_agreement
 from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate, run_date_rows
 from recbatch.io.index import with_row_index
@@ -73,6 +73,7 @@ EVAL_SCHEMA = (
 TRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     "blade": {},
     "fixed_fanout": {},
+    "fixed_fanout_equal": {},
     # A symmetric model scores u -> v and v -> u alike: reversed negatives would only fight the
     # positives, so the single-embedding baseline trains as GAE does, with random negatives.
     "single": {"embedding": "single", "reverse_weight": 0.0},
@@ -88,6 +89,12 @@ COMPOSE_DEFAULTS = {
 SAMPLING_VARIANTS: dict[str, dict[str, Any]] = {
     # GraphSAGE-style: sampling.constant_k neighbours per hop for every node, nothing carried.
     "fixed_fanout": {"law": "constant", "fill_from_farther_hops": False},
+    # The same, at equal cost: k = the degree-aware law's mean budget on this graph, per role.
+    "fixed_fanout_equal": {
+        "law": "constant",
+        "constant_k": "mean_budget",
+        "fill_from_farther_hops": False,
+    },
 }
 """Each trained variant's changes to the ``sampling`` settings (the others use them as set)."""
 
@@ -151,9 +158,9 @@ def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
 
 def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPlan:
     """Where a trained variant reads its samples, and the settings it trains with."""
-    law = variant_sampling(cfg, variant).law
     settings = cfg.blade.model_copy(update=TRAINED_VARIANTS[variant])
-    return VariantPlan(variant, law, samples_path(cfg, run_date, law), settings)
+    folder = sample_folder(variant_sampling(cfg, variant))
+    return VariantPlan(variant, folder, samples_path(cfg, run_date, folder), settings)
 
 
 def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
@@ -215,7 +222,7 @@ def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, va
     now if missing); a baseline with its own sampling settings is always sampled afresh, since
     samples of its law drawn with other settings may sit at the same path."""
     sampling = variant_sampling(cfg, variant)
-    path = local_path(samples_path(cfg, run_date, sampling.law))
+    path = local_path(samples_path(cfg, run_date, sample_folder(sampling)))
     if variant not in SAMPLING_VARIANTS and path is not None and path.exists():
         return
     log.info("sampling the %s samples of %s for %s", sampling.law, variant, run_date)

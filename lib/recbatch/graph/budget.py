@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recbatch.graph.errors import GraphError
@@ -53,6 +53,11 @@ class DegreeLaw:
 def degree_law(settings: SamplingSettings, fit: PowerLawFit | None) -> DegreeLaw:
     """The law of one role: constant, a given exponent, or alpha - 1 of that role's degree fit."""
     if settings.law == "constant":
+        if settings.constant_k == "mean_budget":
+            raise GraphError(
+                "sampling.constant_k=mean_budget depends on the graph's degrees: resolve it "
+                "with equal_cost_law"
+            )
         k = settings.constant_k or settings.k_max
         return DegreeLaw(k, k, 0.0)
     if settings.exponent == "fitted":
@@ -83,3 +88,13 @@ def neighbour_weight(settings: SamplingSettings, edge_weight: Column, nbr_degree
     if settings.probability == "inverse_degree":
         return F.lit(1.0) / F.greatest(nbr_degree.cast("double"), F.lit(1.0))
     return F.lit(1.0)
+
+
+def equal_cost_law(power: DegreeLaw, degrees: DataFrame, degree: str) -> DegreeLaw:
+    """The constant law whose fan-out is the mean budget of ``power`` over ``degrees`` (every
+    node's ``degree`` in the role's direction): a fixed fan-out that spends the same number of
+    sampled slots per hop as the degree-aware law, so that the two differ only in how they
+    spread them (BLADE's claim is a redistribution, not a larger sample)."""
+    mean = degrees.agg(F.avg(power.budget(F.col(degree)))).head()[0]
+    k = max(1, int(round(float(mean or power.k_max))))
+    return DegreeLaw(k, k, 0.0)

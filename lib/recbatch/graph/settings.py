@@ -83,8 +83,10 @@ class SamplingSettings(_Section):
     k_min: int = Field(4, ge=1, description="budget of the highest-degree nodes")
     k_max: int = Field(20, ge=1, description="budget of degree-1 nodes; width of each hop")
     law: Literal["power", "constant"] = "power"
-    constant_k: int | None = Field(
-        None, ge=1, description="fan-out per hop of the constant law (default k_max)"
+    constant_k: int | Literal["mean_budget"] | None = Field(
+        None,
+        description="fan-out per hop of the constant law (default k_max); mean_budget: the "
+        "mean budget of the power law on this graph, per role (the fixed fan-out of equal cost)",
     )
     exponent: float | Literal["fitted"] = Field(
         "fitted", description="exponent of the law; fitted: 1 / (alpha - 1) of the degree tail"
@@ -107,8 +109,8 @@ class SamplingSettings(_Section):
     def _budget_range(self) -> SamplingSettings:
         if self.k_min > self.k_max:
             raise ValueError("sampling.k_min must not exceed sampling.k_max")
-        if self.constant_k is not None and self.constant_k > self.k_max:
-            raise ValueError("sampling.constant_k must not exceed sampling.k_max (a hop's width)")
+        if isinstance(self.constant_k, int) and not 1 <= self.constant_k <= self.k_max:
+            raise ValueError("sampling.constant_k must lie in 1..sampling.k_max (a hop's width)")
         if isinstance(self.exponent, float) and self.exponent < 0:
             raise ValueError("sampling.exponent must be >= 0 (budgets decrease with degree)")
         return self

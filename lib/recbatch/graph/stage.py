@@ -21,10 +21,11 @@ from pyspark.sql import functions as F
 
 from recbatch.config import RecbatchConfig, _join
 from recbatch.graph import build, stats
-from recbatch.graph.budget import ROLES, SOURCE, degree_law
+from recbatch.graph.budget import ROLES, SOURCE, TARGET, DegreeLaw, degree_law, equal_cost_law
 from recbatch.graph.errors import GraphInputError
 from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows
 from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods
+from recbatch.graph.settings import SamplingSettings
 from recbatch.graph.split import TRAIN, split_edges
 from recbatch.graph.stats import PowerLawFit
 from recbatch.graph.truth import planted_relations, truth_agreement
@@ -181,11 +182,35 @@ def _fits(stats_row: dict[str, Any]) -> dict[str, PowerLawFit | None]:
     return fits
 
 
-def samples_path(cfg: RecbatchConfig, run_date: date, law: str | None = None) -> str:
-    """The sample Parquet folder of a run date and degree law (what the torch workers read):
-    ``paths.samples/<run date>/<law>``, so the degree-aware sample (``power``) and the fixed
-    fan-out baseline (``constant``) of one date live side by side."""
-    return _join(_join(cfg.path("samples"), run_date.isoformat()), law or cfg.sampling.law)
+def sampling_laws(
+    settings: SamplingSettings, fits: dict[str, PowerLawFit | None], nodes: DataFrame
+) -> dict[str, DegreeLaw]:
+    """Each role's degree law; ``constant_k=mean_budget`` resolved on this graph's degrees."""
+    if settings.law == "constant" and settings.constant_k == "mean_budget":
+        power = settings.model_copy(update={"law": "power", "constant_k": None})
+        columns = {SOURCE: "out_degree", TARGET: "in_degree"}
+        return {
+            role: equal_cost_law(degree_law(power, fit), nodes, columns[role])
+            for role, fit in fits.items()
+        }
+    return {role: degree_law(settings, fit) for role, fit in fits.items()}
+
+
+def sample_folder(settings: SamplingSettings) -> str:
+    """``power``, ``constant``, or ``constant-mean_budget`` (the fixed fan-out of equal cost)."""
+    if settings.law == "constant" and settings.constant_k == "mean_budget":
+        return "constant-mean_budget"
+    return settings.law
+
+
+def samples_path(cfg: RecbatchConfig, run_date: date, folder: str | None = None) -> str:
+    """The sample Parquet folder of a run date and sampler (what the torch workers read):
+    ``paths.samples/<run date>/<sample_folder>``, so the degree-aware sample (``power``) and
+    the fixed fan-out baselines (``constant``, ``constant-mean_budget``) of one date live side
+    by side."""
+    return _join(
+        _join(cfg.path("samples"), run_date.isoformat()), folder or sample_folder(cfg.sampling)
+    )
 
 
 def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
@@ -195,7 +220,7 @@ def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     nodes = _graph_table(spark, cfg, "graph_nodes", run_date)
     edges = _graph_table(spark, cfg, "graph_edges", run_date).where(F.col("split") == TRAIN)
     stats_row = _graph_table(spark, cfg, "graph_stats", run_date).head().asDict()
-    laws = {role: degree_law(settings, fit) for role, fit in _fits(stats_row).items()}
+    laws = sampling_laws(settings, _fits(stats_row), nodes)
     for role, law in laws.items():
         log.info(
             "%s budget k(d) = %d + %d * d^-%.3f (law %s)",
