@@ -16,11 +16,17 @@ from scipy.sparse.csgraph import connected_components
 
 from recbatch.config import RecbatchConfig
 from recbatch.graph import build
-from recbatch.graph.budget import SOURCE, degree_law
+from recbatch.graph.budget import SOURCE, DegreeLaw, degree_law, equal_cost_law
 from recbatch.graph.errors import GraphInputError
 from recbatch.graph.samples import TENSOR_COLUMNS
-from recbatch.graph.settings import GraphSettings
-from recbatch.graph.stage import _fits, graph_stage, samples_path, samples_stage
+from recbatch.graph.settings import GraphSettings, SamplingSettings
+from recbatch.graph.stage import (
+    _fits,
+    graph_stage,
+    sample_folder,
+    samples_path,
+    samples_stage,
+)
 from recbatch.graph.stats import fit_power_law
 from recbatch.io.tensors import iter_torch_batches
 
@@ -319,3 +325,17 @@ def test_samples_stage_without_graph_tables_is_a_clear_error(
     cfg = make_test_config(data_root / "graph_missing")
     with pytest.raises(GraphInputError, match="run the graph stage"):
         samples_stage(spark, cfg)
+
+
+def test_equal_cost_law_spends_the_degree_aware_laws_mean_budget(spark: SparkSession) -> None:
+    power = DegreeLaw(k_min=2, k_max=10, exponent=1.0)
+    degrees = [0, 1, 2, 4, 8, 100]  # budgets 10, 10, 6, 4, 3, 2 (half-up): mean 35 / 6
+    frame = spark.createDataFrame(pd.DataFrame({"out_degree": degrees}), "out_degree long")
+    assert sum(power.value(d) for d in degrees) == 35
+    law = equal_cost_law(power, frame, "out_degree")
+    assert (law.k_min, law.k_max, law.exponent) == (6, 6, 0.0)  # round(5.83)
+    equal = SamplingSettings(law="constant", constant_k="mean_budget")
+    assert sample_folder(equal) == "constant-mean_budget"
+    assert sample_folder(SamplingSettings(law="constant", constant_k=10)) == "constant"
+    with pytest.raises(Exception, match="mean_budget"):
+        degree_law(equal, None)
