@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy.special import digamma
@@ -78,7 +79,12 @@ def _pairs_per_call(model: PairScorer) -> int:
     return max(1024, PAIR_VALUES // max(getattr(model, "width", 1), 1))
 
 
+RANKING_SCHEMA = EDGE_METRICS_SCHEMA.replace(" reverse double,", "")
+
+
 def _score_chunk(model: PairScorer, frame: pd.DataFrame) -> pd.DataFrame:
+    """Positives and sampled targets of a chunk of edges, in one call of the scorer (a scorer
+    that reads rows per source, PPR or paths, computes each source's row once)."""
     u = frame["src_index"].to_numpy(np.int64)
     v = frame["dst_index"].to_numpy(np.int64)
     width = max(max((len(x) for x in frame["negatives"]), default=0), 1)
@@ -86,14 +92,12 @@ def _score_chunk(model: PairScorer, frame: pd.DataFrame) -> pd.DataFrame:
     for row, values in enumerate(frame["negatives"]):
         negatives[row, : len(values)] = values
     mask = negatives >= 0
-    # one call: positives, negatives and reverses, so a scorer that reads rows per source
-    # (PPR, paths) computes each row once
     scores = model(
-        np.concatenate([u, np.repeat(u, width), v]),
-        np.concatenate([v, np.maximum(negatives, 0).ravel(), u]),
+        np.concatenate([u, np.repeat(u, width)]),
+        np.concatenate([v, np.maximum(negatives, 0).ravel()]),
     )
     positive = scores[: len(u)]
-    negative = scores[len(u) : len(u) * (width + 1)].reshape(len(u), width)
+    negative = scores[len(u) :].reshape(len(u), width)
     metrics = ranking_from_scores(positive, negative, mask)
     return pd.DataFrame(
         {
@@ -101,7 +105,6 @@ def _score_chunk(model: PairScorer, frame: pd.DataFrame) -> pd.DataFrame:
             "bucket": frame["bucket"].to_numpy(),
             "one_way": frame["one_way"].to_numpy(bool),
             "positive": positive,
-            "reverse": scores[len(u) * (width + 1) :],
             **metrics,
             "negatives": mask.sum(1).astype(np.int32),
         }
@@ -111,22 +114,33 @@ def _score_chunk(model: PairScorer, frame: pd.DataFrame) -> pd.DataFrame:
 def score_held_out_edges(spark: SparkSession, held_out: DataFrame, model: PairScorer) -> DataFrame:
     """``EDGE_METRICS_SCHEMA`` per held-out edge (``HELD_OUT_COLUMNS`` + ``bucket``).
 
-    The model is broadcast once; each task scores its partition's edges sorted by source, in
-    chunks of at most ``PAIR_VALUES`` gathered values."""
+    The model is broadcast once. Ranking: each task scores its partition's edges sorted by
+    source, in chunks of at most ``PAIR_VALUES`` gathered values. Reverses (v -> u of the
+    one-way edges; null for the others, which direction AUC does not read) are scored in a
+    second pass partitioned by *their* source v, so that a row-per-source scorer computes each
+    node's row once per pass, not once in every partition that holds an edge into it."""
     shared = spark.sparkContext.broadcast(model)
 
-    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def rank(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         scorer = shared.value
         frames = [f for f in frames if not f.empty]
         if not frames:
             return
         edges = pd.concat(frames, ignore_index=True).sort_values("src_index", kind="stable")
-        per_edge = max(max(len(x) for x in edges["negatives"]) + 2, 1)
+        per_edge = max(max(len(x) for x in edges["negatives"]) + 1, 1)
         chunk = max(1, _pairs_per_call(scorer) // per_edge)
         for start in range(0, len(edges), chunk):
             yield _score_chunk(scorer, edges.iloc[start : start + chunk])
 
-    return held_out.repartition(F.col("src_index")).mapInPandas(score, EDGE_METRICS_SCHEMA)
+    ranked = held_out.repartition(F.col("src_index")).mapInPandas(rank, RANKING_SCHEMA)
+    reverses = held_out.where("one_way").select(
+        "edge_id", F.col("dst_index").alias("src_index"), F.col("src_index").alias("dst_index")
+    )
+    scored = score_pairs(spark, reverses, model, shared).select(
+        "edge_id", F.col("score").alias("reverse")
+    )
+    columns = [c.split(" ")[0] for c in EDGE_METRICS_SCHEMA.split(", ")]
+    return ranked.join(scored, "edge_id", "left").select(*columns)
 
 
 def exact_auc(scored: DataFrame) -> tuple[float, int, int]:
@@ -225,10 +239,13 @@ def summarise(edge_metrics: DataFrame) -> list[dict]:
     return rows
 
 
-def score_pairs(spark: SparkSession, pairs: DataFrame, model: PairScorer) -> DataFrame:
+def score_pairs(
+    spark: SparkSession, pairs: DataFrame, model: PairScorer, shared: Broadcast | None = None
+) -> DataFrame:
     """``pairs`` (``src_index``, ``dst_index``, any other columns) with ``score`` added: any
-    scorer, on the cluster, a partition's pairs sorted by source and scored in chunks."""
-    shared = spark.sparkContext.broadcast(model)
+    scorer, on the cluster, a partition's pairs sorted by source and scored in chunks.
+    ``shared``: the model's broadcast where the caller has one already."""
+    shared = shared or spark.sparkContext.broadcast(model)
     schema = pairs.schema.add("score", "double")
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
