@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 
 from recbatch.blade.evaluate import score_pairs
 from recbatch.blade.recommend import reranked_top_k
-from recbatch.blade.rerank import RerankScorer, RerankWeights, training_pairs
+from recbatch.blade.rerank import RerankScorer, RerankWeights, fit_listwise, training_pairs
 from recbatch.proximity.features import GRAPH_FEATURES, PairFeatures
 from recbatch.proximity.graph import TrainingGraph, training_graph
 from recbatch.proximity.scorers import (
@@ -146,6 +146,8 @@ def test_two_hop_counts_equal_matrix_products_on_a_random_graph() -> None:
     np.testing.assert_allclose(
         got[:, names.index("paths_three_ra")], np.log1p(100.0 * resource[u, v]), rtol=1e-6
     )
+    floor = AdamicAdarScorer(graph, ProximitySettings())(u, v)
+    np.testing.assert_allclose(got[:, names.index("adamic_adar")], floor, rtol=1e-6)
 
 
 def test_by_source_block_keeps_the_callers_order() -> None:
@@ -253,4 +255,25 @@ def test_training_pairs_label_and_weight_each_val_edge(spark: SparkSession) -> N
     # 3 drawn targets per edge weighing 1/3 each, and the one-way edge's reverse at 0.5
     assert sorted(negatives.weight.round(6)) == sorted([round(1 / 3, 6)] * 6 + [0.5])
     assert sorted(negatives.kind) == [1] * 6 + [2] and (positives.kind == 0).all()
-    assert list(pairs.columns[3:]) == list(features.names)
+    assert list(pairs.columns[4:]) == list(features.names)
+    assert sorted(set(pairs.edge_id)) == [0, 1]
+
+
+def test_listwise_fit_ranks_each_val_edge_above_its_list() -> None:
+    rng = np.random.default_rng(7)
+    rows = []
+    for edge in range(60):
+        # feature a separates the val edge from its targets; b is noise; the reverse scores
+        # high on a too, and only c (a direction cue) tells it apart
+        rows.append((edge, 0, rng.normal(4.0, 0.5), rng.normal(), 1.0))
+        rows += [(edge, 1, rng.normal(0.0), rng.normal(), 1.0) for _ in range(20)]
+        rows.append((edge, 2, rng.normal(4.0, 0.5), rng.normal(), -1.0))
+    frame = pd.DataFrame(rows, columns=["edge_id", "kind", "a", "b", "c"])
+    w = fit_listwise(frame, ["a", "b", "c"], reverse_candidates=20.0, regularisation=1e-4)
+    assert w[0] > 0 and w[2] > 0 and abs(w[1]) < w[0] / 3
+    scores = frame[["a", "b", "c"]].to_numpy() @ w
+    best = frame.assign(score=scores).sort_values("score").groupby("edge_id").tail(1)
+    assert (best["kind"] == 0).mean() > 0.9
+    # without the reverse in the list, nothing in the list tells c apart: no weight on it
+    w0 = fit_listwise(frame, ["a", "b", "c"], reverse_candidates=0.0, regularisation=1e-4)
+    assert abs(w0[2]) < 1e-6 < w[2]

@@ -34,6 +34,7 @@ from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from scipy.optimize import minimize
 
 from recbatch.blade.heldout import sample_negatives
 from recbatch.config import local_path
@@ -111,7 +112,8 @@ def training_pairs(
     reverse_weight: float,
     seed: int,
 ) -> DataFrame:
-    """``label``, ``weight``, ``kind`` and one double column per feature, for every val edge, its
+    """``edge_id``, ``label``, ``weight``, ``kind`` and one double column per feature, for every
+    val edge, its
     ``negatives`` random targets (weight 1 / negatives each) and its reverse where one-way.
 
     ``val``: ``edge_id``, ``src_index``, ``dst_index``, ``one_way`` and optionally
@@ -125,6 +127,9 @@ def training_pairs(
         pairs = val.select(*VAL_COLUMNS).join(drawn, "edge_id", "left")
     shared = spark.sparkContext.broadcast(features)
     names = features.names
+
+    def drawn_v_of(frame: pd.DataFrame) -> list[np.ndarray]:
+        return [np.asarray(t if t is not None else [], np.int64) for t in frame["negatives"]]
 
     def featurise(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         scorer = shared.value
@@ -144,6 +149,10 @@ def training_pairs(
             sv = np.concatenate([v, *drawn_v, u[one_way]])
             n_drawn = len(su) - len(u) - int(one_way.sum())
             n_reversed = int(one_way.sum())
+            ids = frame["edge_id"].to_numpy(np.int64)
+            drawn_ids = [
+                np.full(len(x), e, np.int64) for e, x in zip(ids, drawn_v_of(frame), strict=True)
+            ]
             label = np.r_[np.ones(len(u)), np.zeros(n_drawn), np.zeros(n_reversed)]
             kind = np.r_[
                 np.full(len(u), POSITIVE), np.full(n_drawn, DRAWN), np.full(n_reversed, REVERSED)
@@ -154,6 +163,7 @@ def training_pairs(
             values = scorer(su, sv)
             yield pd.DataFrame(
                 {
+                    "edge_id": np.concatenate([ids, *drawn_ids, ids[one_way]]),
                     "label": label,
                     "weight": weight,
                     "kind": kind.astype(np.int32),
@@ -161,8 +171,58 @@ def training_pairs(
                 }
             )
 
-    schema = "label double, weight double, kind int, " + ", ".join(f"{n} double" for n in names)
+    schema = "edge_id long, label double, weight double, kind int, " + ", ".join(
+        f"{n} double" for n in names
+    )
     return pairs.mapInPandas(featurise, schema)
+
+
+def fit_listwise(
+    frame: pd.DataFrame, names: list[str], reverse_candidates: float, regularisation: float
+) -> np.ndarray:
+    """Stage 1 as a ranking: per val edge, a softmax over the edge, its drawn targets and (where
+    one-way) its reverse counted as ``reverse_candidates`` targets; minimised by L-BFGS (scipy)
+    on standardised features. Returns w on the raw features' scale (a softmax per source has no
+    intercept). This is the loss of what is measured, a rank among a source's targets; a
+    pointwise logistic regression also spends its fit on score levels across sources."""
+    listed = frame["edge_id"].isin(frame.loc[frame["kind"] == POSITIVE, "edge_id"])
+    frame = frame[listed].sort_values(["edge_id", "kind"], kind="stable")
+    values = frame[names].to_numpy(np.float64)
+    kinds = frame["kind"].to_numpy()
+    _, list_of = np.unique(frame["edge_id"].to_numpy(), return_inverse=True)
+    lists = int(list_of.max()) + 1 if len(list_of) else 0
+    if lists == 0:
+        raise ValueError("no val edges to fit BLADE's pair scorer on")
+    drawn = values[kinds == DRAWN]
+    mu, sd = drawn.mean(0), drawn.std(0)
+    sd[sd == 0] = 1.0
+    z = (values - mu) / sd
+    positive_z = np.zeros((lists, z.shape[1]))
+    positive_z[list_of[kinds == POSITIVE]] = z[kinds == POSITIVE]
+    log_mult = np.zeros(len(z))
+    reversed_rows = kinds == REVERSED
+    log_mult[reversed_rows] = np.log(reverse_candidates) if reverse_candidates > 0 else -np.inf
+
+    def loss(c: np.ndarray) -> tuple[float, np.ndarray]:
+        scores = z @ c + log_mult
+        top = np.full(lists, -np.inf)
+        np.maximum.at(top, list_of, scores)
+        exp = np.exp(scores - top[list_of])
+        total = np.bincount(list_of, exp, minlength=lists)
+        lse = top + np.log(total)
+        prob = exp / total[list_of]
+        value = (lse - positive_z @ c).mean() + 0.5 * regularisation * c @ c
+        grad = (z.T @ prob - positive_z.sum(0)) / lists + regularisation * c
+        return float(value), grad
+
+    fitted = minimize(
+        loss,
+        np.zeros(z.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 500, "gtol": 1e-9},
+    ).x
+    return fitted / sd
 
 
 def fit_logistic(
@@ -182,6 +242,17 @@ def fit_logistic(
         tol=1e-8,
     ).fit(assembled)
     return model.coefficients.toArray().astype(np.float64), float(model.intercept)
+
+
+def fit_sample(pairs: DataFrame, max_edges: int, seed: int) -> pd.DataFrame:
+    """The training pairs of at most ``max_edges`` val edges (a seeded hash sample), on the
+    driver: the listwise fit needs each edge's whole list in one place, and a bounded sample
+    keeps the driver's memory independent of the catalogue (``rerank.max_fit_edges``)."""
+    edges = pairs.select("edge_id").distinct().count()
+    if edges > max_edges:
+        keep = F.pmod(F.xxhash64(F.lit(seed), "edge_id"), F.lit(edges)) < max_edges
+        pairs = pairs.where(keep)
+    return pairs.drop("label", "weight").toPandas()
 
 
 def existence_pairs(pairs: DataFrame, reverse_share: float) -> DataFrame:
@@ -248,9 +319,16 @@ def fit_reranker(
     count = pairs.count()
     names = list(features.names)
     with timed(log, f"fitting BLADE's pair scorer on {val_edges} val edges ({count} pairs)"):
-        w1, b1 = fit_logistic(
-            existence_pairs(pairs, settings.existence_reverse_share), names, settings.regularisation
-        )
+        if settings.loss == "listwise":
+            sample = fit_sample(pairs, settings.max_fit_edges, settings.seed)
+            w1 = fit_listwise(sample, names, settings.reverse_candidates, settings.regularisation)
+            b1 = 0.0
+        else:
+            w1, b1 = fit_logistic(
+                existence_pairs(pairs, settings.existence_reverse_share),
+                names,
+                settings.regularisation,
+            )
         final, intercept, stage2 = w1, b1, "none"
         direction = pairs.where(F.col("kind") != DRAWN).withColumn(
             "existence", linear_score(w1, b1, names)

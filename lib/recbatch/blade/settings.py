@@ -105,8 +105,25 @@ class RerankSettings(_Section):
         description="score pairs with the re-ranker where the run has val edges to fit it on; "
         "false (or no val edges): the embeddings' dot product alone",
     )
+    loss: Literal["listwise", "pointwise"] = Field(
+        "listwise",
+        description="existence stage: listwise (a softmax over each val edge and its random "
+        "targets: the rank that is measured) or pointwise (MLlib's weighted logistic "
+        "regression)",
+    )
     negatives: int = Field(
-        50, ge=1, description="random targets per val edge, together weighted like the edge"
+        200, ge=1, description="random targets per val edge, together weighted like the edge"
+    )
+    reverse_candidates: float = Field(
+        20.0,
+        ge=0,
+        description="listwise: a one-way val edge's reverse joins its list counted as this "
+        "many random targets (direction inside the ranking loss; 0: left out)",
+    )
+    max_fit_edges: int = Field(
+        5000,
+        ge=1,
+        description="listwise: val edges (a seeded sample) whose lists the driver fits on",
     )
     reverse_weight: float = Field(
         1.0,
@@ -116,7 +133,7 @@ class RerankSettings(_Section):
     existence_reverse_share: float = Field(
         0.05,
         ge=0,
-        description="existence stage: the reverses' total weight as a share of the random "
+        description="pointwise existence stage: the reverses' total weight as a share of the random "
         "targets' (0: random targets only, the best ranking; more: direction learnt in the "
         "ranking score itself, at a small cost to it)",
     )

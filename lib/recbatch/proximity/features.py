@@ -23,7 +23,9 @@ each direction pattern join them, and how much of a walk from u ends at v (BUDDY
 * ``rank_gap``, ``target_rank``, ``source_rank``: (s_u - s_v - 1)^2, s_v and s_u of the
   SpringRank heights s (``TrainingGraph.spring_rank``): how well u -> v fits the graph's order;
 * ``target_in_log``, ``source_out_log``, ``source_in_log``: log(1 + in-degree of v), log(1 +
-  out-degree of u), log(1 + in-degree of u).
+  out-degree of u), log(1 + in-degree of u); and, of the source alone, their squares, product,
+  squared difference and whether u has no out- or no in-edges: the shape of a source's score
+  level for the direction stage (``SOURCE_FEATURES``), which moves rows, never their order.
 
 Computed per block of distinct sources, like the floor's scorers, inside the task that needs them.
 """
@@ -35,13 +37,7 @@ import scipy.sparse as sp
 
 from recbatch.proximity.graph import TrainingGraph
 from recbatch.proximity.ppr import ppr_rows
-from recbatch.proximity.scorers import (
-    DotScorer,
-    adamic_adar_rows,
-    by_source_block,
-    sparse_gather,
-    standardised_log,
-)
+from recbatch.proximity.scorers import DotScorer, by_source_block, standardised_log
 from recbatch.proximity.settings import ProximitySettings
 
 GRAPH_FEATURES = (
@@ -63,10 +59,37 @@ GRAPH_FEATURES = (
     "source_rank",
     "source_out_log",
     "source_in_log",
+    "source_out_log_sq",
+    "source_in_log_sq",
+    "source_log_degree_product",
+    "source_potential_sq",
+    "source_no_out",
+    "source_no_in",
 )
-SOURCE_FEATURES = ("source_potential", "source_rank", "source_out_log", "source_in_log")
+SOURCE_FEATURES = (
+    "source_potential",
+    "source_rank",
+    "source_out_log",
+    "source_in_log",
+    "source_out_log_sq",
+    "source_in_log_sq",
+    "source_log_degree_product",
+    "source_potential_sq",
+    "source_no_out",
+    "source_no_in",
+)
 """Features of the source alone: they move a source's whole row of scores, never its order."""
 EMBEDDING_FEATURE = "embedding"
+
+
+def dense_product(rows: np.ndarray, *steps: sp.csr_matrix) -> np.ndarray:
+    """rows @ steps[0] @ steps[1] ... for dense ``rows`` [k, n], as sparse-times-dense products
+    (M^T @ X^T)^T: path counts of a block of sources fill most of their row on graphs with
+    hubs, where a sparse-times-sparse product would build a dense result entry by entry."""
+    out = rows
+    for step in steps:
+        out = (step.T @ out.T).T
+    return np.asarray(out)
 
 
 class PairFeatures:
@@ -103,17 +126,22 @@ class PairFeatures:
             ppr_rows(g.forward_walk, sources, self.settings.restart, self.settings.iterations)
         )[row, targets]
         fwd, bwd = g.forward, g.backward
-        shared_targets = fwd[sources] @ bwd  # u -> w <- x: [sources, n]
-        three = sparse_gather(shared_targets @ fwd, row, targets)
+        out_rows, in_rows = fwd[sources].toarray(), bwd[sources].toarray()  # [sources, n] 0/1
+        counts = [
+            dense_product(first, second)[row, targets]
+            for first, second in ((out_rows, fwd), (in_rows, fwd), (out_rows, bwd), (in_rows, bwd))
+        ]
+        three = dense_product(out_rows, bwd, fwd)[row, targets]  # u -> w <- x -> v
         spread_in = sp.diags(1.0 / np.maximum(g.in_degree, 1.0))
         spread_out = sp.diags(1.0 / np.maximum(g.out_degree, 1.0))
-        three_ra = sparse_gather((fwd[sources] @ spread_in @ bwd) @ spread_out @ fwd, row, targets)
-        counts = [
-            sparse_gather(first[sources] @ second, row, targets)
-            for first, second in ((fwd, fwd), (bwd, fwd), (fwd, bwd), (bwd, bwd))
+        three_ra = dense_product(out_rows, spread_in @ bwd, spread_out @ fwd)[row, targets]
+        aa_weight = sp.diags(g.adamic_adar_weight)
+        adamic_adar = dense_product((g.undirected[sources] @ aa_weight).toarray(), g.undirected)[
+            row, targets
         ]
         phi, rank = g.potential, g.spring_rank
         src = sources[row]
+        out_log, in_log = np.log1p(g.out_degree[src]), np.log1p(g.in_degree[src])
         return np.column_stack(
             [
                 z,
@@ -124,12 +152,18 @@ class PairFeatures:
                 *(np.log1p(c) for c in counts),
                 np.log1p(three),
                 np.log1p(100.0 * three_ra),
-                sparse_gather(adamic_adar_rows(g, sources), row, targets),
+                adamic_adar,
                 (rank[src] - rank[targets] - 1.0) ** 2,
                 rank[targets],
                 np.log1p(g.in_degree[targets]),
                 rank[src],
-                np.log1p(g.out_degree[src]),
-                np.log1p(g.in_degree[src]),
+                out_log,
+                in_log,
+                out_log**2,
+                in_log**2,
+                out_log * in_log,
+                (in_log - out_log) ** 2,
+                (g.out_degree[src] == 0).astype(np.float64),
+                (g.in_degree[src] == 0).astype(np.float64),
             ]
         )

@@ -65,6 +65,12 @@ class TrainingGraph:
         return (sp.diags(inverse) @ a).T.tocsr().astype(np.float64)
 
     @cached_property
+    def adamic_adar_weight(self) -> np.ndarray:
+        """1 / log(degree) on the undirected graph; 0 for degree <= 1 (as the referee's)."""
+        degree = np.asarray(self.undirected.sum(1)).ravel()
+        return np.where(degree > 1, 1.0 / np.log(np.maximum(degree, 2.0)), 0.0)
+
+    @cached_property
     def forward_walk(self) -> sp.csr_matrix:
         """P_f^T, P_f = D_out^-1 A: a step along out-edges only (a node without out-edges
         leaks its mass)."""

@@ -135,9 +135,7 @@ class AdamicAdarScorer(_GraphScorer):
 def adamic_adar_rows(graph: TrainingGraph, sources: np.ndarray) -> sp.csr_matrix:
     """Rows of sum_w [u ~ w ~ v] / log deg(w) on the undirected graph (w of degree 1 adds 0)."""
     a = graph.undirected
-    degree = np.asarray(a.sum(1)).ravel()
-    weight = np.where(degree > 1, 1.0 / np.log(np.maximum(degree, 2.0)), 0.0)
-    return (a[sources] @ sp.diags(weight) @ a).tocsr()
+    return (a[sources] @ sp.diags(graph.adamic_adar_weight) @ a).tocsr()
 
 
 FLOOR_SCORERS: dict[str, type[_GraphScorer]] = {

@@ -20,8 +20,9 @@ class ProximitySettings(_Section):
         "potential log((in + 1) / (out + 1))",
     )
     block_values: int = Field(
-        1 << 23,
+        1 << 22,
         ge=1024,
-        description="floats of PPR rows held at once by a task (a block of sources x nodes); "
-        "bounds a task's memory whatever the catalogue's size",
+        description="values of one dense block of rows (sources x nodes) a task holds at once "
+        "(PPR, path counts: about ten such blocks, 8 bytes each); bounds a task's memory "
+        "whatever the catalogue's size",
     )
