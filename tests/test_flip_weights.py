@@ -608,11 +608,31 @@ def weight_rows(spark: SparkSession) -> DataFrame:
 
 @pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_weights_match_hand_computed_values(weight_rows: DataFrame, method: str) -> None:
-    settings = FeedbackSettings(max_weight=10, max_flip_probability=0.95)
+    settings = FeedbackSettings(
+        max_weight=10, max_flip_probability=0.95, importance_normalisation="none"
+    )
     got = _by_id(loss_weights(weight_rows, method, settings))
     assert {i: (r["w_pos"], r["w_neg"]) for i, r in got.items()} == {
         i: pytest.approx(w) for i, w in EXPECTED[method].items()
     }
+
+
+def test_importance_weights_add_up_to_the_expected_conversions(weight_rows: DataFrame) -> None:
+    """Self-normalised: the positives' clipped 1/s (2, 10, 1, 10: 23 in all) are scaled to the
+    flip model's expected conversions, 4 observed + 0.3 + 0.95 (z clipped) + 0 = 5.25; the
+    negatives keep 1 - z, so the weighted base rate is 5.25 / 7, label correction's."""
+    settings = FeedbackSettings(max_weight=10, max_flip_probability=0.95)
+    got = _by_id(loss_weights(weight_rows, "importance_sampling", settings))
+    scale = 5.25 / 23
+    plain = EXPECTED["importance_sampling"]
+    assert {i: (r["w_pos"], r["w_neg"]) for i, r in got.items()} == {
+        i: pytest.approx((w_pos * scale, w_neg)) for i, (w_pos, w_neg) in plain.items()
+    }
+    corrected = _by_id(loss_weights(weight_rows, "label_correction", settings))
+    assert sum(r["w_pos"] for r in got.values()) == pytest.approx(
+        sum(r["w_pos"] for r in corrected.values())
+    )
+    assert "_positive_weight_scale" not in loss_weights(weight_rows, "vanilla", settings).columns
 
 
 def test_weight_errors(weight_rows: DataFrame) -> None:

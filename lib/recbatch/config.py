@@ -204,6 +204,12 @@ class FeedbackSettings(_Section):
     flip_seed: int = Field(0, description="boosted: seed of the trees' row subsampling")
     weighting: Literal["importance_sampling", "label_correction"] = "label_correction"
     max_weight: float = Field(10.0, ge=1, description="clip of 1/s for observed positives")
+    importance_normalisation: Literal["expected_positives", "none"] = Field(
+        "expected_positives",
+        description="importance sampling: expected_positives scales the positives' 1/s weights "
+        "to add up to the flip model's expected conversions (observed + sum of z), so the "
+        "weighted base rate is the flip model's; none: 1/s as clipped (feedback/weights.py)",
+    )
     max_flip_probability: float = Field(0.95, gt=0, le=1, description="clip of z")
     feature_lookback_days: int = Field(30, ge=1, description="history window of the features")
     recent_activity_hours: float = Field(
@@ -278,6 +284,25 @@ class ConversionSettings(_Section):
     waiting_hours: float = Field(6.0, ge=0, description="waiting-window baseline: drop younger")
     row_groups_per_trainer: int = Field(4, ge=1)
     seed: int = Field(7, ge=1)
+    l2_grid: tuple[float, ...] = Field(
+        (1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+        min_length=1,
+        description="logistic model (hidden_sizes []): L2 penalties tried; the one with the least "
+        "cv_folds-fold cross-validated weighted loss is used (feedback/conversion/convex.py)",
+    )
+    cv_folds: int = Field(5, ge=2, description="folds of that cross-validation (by example_id)")
+    lbfgs_max_iterations: int = Field(
+        500, ge=1, description="logistic model: L-BFGS iterations per fit at most"
+    )
+    fnw_rounds: int = Field(
+        5, ge=1, description="logistic model with FNW: fixed-point rounds of its moving weights"
+    )
+    min_validation_positives: float = Field(
+        50.0,
+        ge=0,
+        description="MLP: early stopping reads the validation slice only when it holds this "
+        "much positive weight; below it, training stops when its own loss has converged",
+    )
     model_seeds: int = Field(
         1,
         ge=1,
@@ -289,6 +314,13 @@ class ConversionSettings(_Section):
     def seeds(self) -> list[int]:
         """The model seeds of one comparison (``seed`` first)."""
         return [self.seed + i for i in range(self.model_seeds)]
+
+    @field_validator("l2_grid")
+    @classmethod
+    def _non_negative_penalties(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v < 0 for v in value):
+            raise ValueError("conversion.l2_grid must hold penalties >= 0")
+        return value
 
     @field_validator("hidden_sizes")
     @classmethod

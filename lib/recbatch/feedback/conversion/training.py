@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from recbatch.config import ConversionSettings
+from recbatch.feedback.conversion.convex import train_logistic
 from recbatch.feedback.conversion.model import (
     bootstrap_weights,
     build_model,
@@ -150,6 +151,9 @@ def train_conversion_model(
     ``best_epoch``, ``steps``, ``rows_per_rank`` (rows each rank read per epoch) and, with
     ``record_ids``, ``ids_per_rank``: the ``example_id`` each rank read in the first epoch.
     """
+    if not settings.hidden_sizes:  # convex: solved to its optimum instead (convex.py)
+        paths = [train_path, *([val_path] if val_path else [])]
+        return train_logistic(paths, n_features, settings, record_ids, fake_negative_weighting)
     rank, world = rank_and_world()
     device = device_for_rank()
     torch.manual_seed(settings.seed)
