@@ -88,6 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "instead of one per seed); each model seed is a replicate",
     )
     parser.add_argument("--min-gap", type=float, default=0.002, help="oracle - vanilla AUC")
+    parser.add_argument(
+        "--max-seed-sd",
+        type=float,
+        default=None,
+        help="model-seed replicates (--model-seeds): flag a method whose AUC sd over the seeds "
+        "exceeds this (default: 0.001 for the logistic model, 0.005 with hidden layers)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -166,7 +173,40 @@ def pooled(per_cutoff: list[list[dict]]) -> list[dict]:
     return rows
 
 
-def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) -> str:
+def flag_methods(
+    per_seed: list[list[dict]], methods: list[str], max_sd: float | None
+) -> dict[str, str]:
+    """``{method: why}`` for the methods whose numbers cannot be averaged into the table: an
+    AUC below 0.5 on any seed (worse than chance: a training failure, not a method's merit) or,
+    for model-seed replicates (``max_sd`` given), seeds that disagree by more than ``max_sd``
+    (the same rows gave different models: training noise, not a difference between methods)."""
+    flags = {}
+    for method in methods:
+        aucs = [r["auc"] for rows in per_seed for r in rows if r["method"] == method]
+        below = [i for i, auc in enumerate(aucs) if auc < 0.5]
+        if below:
+            flags[method] = f"AUC below 0.5 on replicate(s) {below}: {[aucs[i] for i in below]}"
+        elif max_sd is not None and len(aucs) > 1 and float(np.std(aucs, ddof=1)) > max_sd:
+            flags[method] = f"model-seed sd of AUC {np.std(aucs, ddof=1):.4f} > {max_sd}"
+    return flags
+
+
+def default_max_seed_sd(args: argparse.Namespace) -> float | None:
+    """The seed-spread bound of a replicate run: issue 31's goals, by the configured model."""
+    if not args.model_seeds:
+        return None
+    if args.max_seed_sd is not None:
+        return args.max_seed_sd
+    convex = not load_config(args.config, args.overrides).conversion.hidden_sizes
+    return 0.001 if convex else 0.005
+
+
+def summarise(
+    per_seed: list[list[dict]],
+    methods: list[str],
+    min_gap: float,
+    flags: dict[str, str] | None = None,
+) -> str:
     valid = []
     for rows in per_seed:
         auc = {r["method"]: r["auc"] for r in rows}
@@ -176,7 +216,11 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
     lines = [
         f"{'method':<20} {'AUC':>28} {'AP':>28} {'log loss':>28} {'PCOC':>28} {'RI-AUC':>28}",
     ]
+    flags = flags or {}
     for method in methods:
+        if method in flags:
+            lines.append(f"{method:<20} FLAGGED, not averaged: {flags[method]}")
+            continue
         cells = []
         for metric in METRICS:
             values = [
@@ -193,7 +237,7 @@ def summarise(per_seed: list[list[dict]], methods: list[str], min_gap: float) ->
     )
     lines += ["", "paired by seed: method - vanilla (mean ± 95% t-interval; wins = seeds better)"]
     lines.append(f"{'method':<20} {'AUC':>28} {'wins':>5} {'log loss':>28} {'wins':>5}")
-    for method in [m for m in methods if m != "vanilla"]:
+    for method in [m for m in methods if m != "vanilla" and m not in flags]:
         cells = []
         for metric, better in (("auc", 1.0), ("log_loss", -1.0)):
             diffs = paired_differences(per_seed, method, metric)
@@ -232,8 +276,11 @@ def main(argv=None) -> None:
             replicates, spark = run_seed(args, seed, methods, spark)
             per_seed.extend(replicates)
         label = f"seeds ({args.seed_keys})"
+    flags = flag_methods(per_seed, methods, default_max_seed_sd(args))
     print(f"\nover {len(per_seed)} {label}: mean ± 95% t-interval")
-    print(summarise(per_seed, methods, args.min_gap))
+    print(summarise(per_seed, methods, args.min_gap, flags))
+    for method, why in flags.items():
+        print(f"FLAGGED {method}: {why}")
     if spark is not None:
         spark.stop()
 

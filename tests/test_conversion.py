@@ -30,7 +30,6 @@ from recbatch.feedback.conversion import (
     write_tensor_set,
     write_training_sets,
 )
-from recbatch.feedback.conversion.training import start_at_base_rate, weighted_base_logit
 from recbatch.train.distributed import is_local_master, run_distributed
 
 SETTINGS = ConversionSettings(
@@ -128,9 +127,11 @@ def test_two_processes_read_disjoint_shards_and_the_loss_decreases(
     assert sorted(ids[0] + ids[1]) == every, "together every row exactly once"
     assert sum(result["rows_per_rank"]) == total
     epochs = result["epochs"]
-    assert [e["rows"] for e in epochs] == [total] * SETTINGS.epochs
-    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    assert [e["epoch"] for e in epochs] == list(range(SETTINGS.epochs + 1)), "0: linear part"
+    assert [e["rows"] for e in epochs] == [total] * (SETTINGS.epochs + 1)
+    assert epochs[-1]["loss"] < epochs[1]["loss"]
     assert result["state_dict"]["net.0.weight"].shape == (32, len(stats))
+    assert result["state_dict"]["linear.weight"].shape == (1, len(stats))
 
 
 def test_metric_table_has_every_method_and_ri_auc_follows_its_formula(spark, conv_cfg, metric_rows):
@@ -190,20 +191,32 @@ def test_epoch_budget_covers_min_steps_whatever_the_size():
     assert epochs_for_budget(100, settings, 2) == 40  # capped by epochs
 
 
-def test_training_stops_early_at_a_low_loss_and_returns_the_best_epoch(spark, data_root):
-    """A tiny separable set: the validation loss falls below a bound, training stops before its
-    epoch cap, and the weights returned are those of the best validation epoch."""
+def _interaction_rows(spark, n: int):
+    """A set no linear model separates: the label is ``x0·x1 > 0``."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(600, 3)).astype(np.float32)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.float32)
-    rows = spark.createDataFrame(
-        [(i, x[i].tolist(), float(y[i]), float(1 - y[i]), float(y[i])) for i in range(600)],
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.float32)
+    return spark.createDataFrame(
+        [(i, x[i].tolist(), float(y[i]), float(1 - y[i]), float(y[i])) for i in range(n)],
         "example_id long, features array<float>, w_pos double, w_neg double, label double",
     )
+
+
+def test_hidden_layers_correct_the_logistic_part_and_stop_at_their_best_epoch(spark, data_root):
+    """An interaction no linear model holds: the hidden layers beat the logistic part (epoch 0)
+    on the validation slice, training stops before its epoch cap, and the weights returned are
+    those of the best validation epoch."""
     settings = SETTINGS.model_copy(
-        update={"epochs": 60, "min_steps": 40, "patience": 3, "batch_size": 32, "num_processes": 1}
+        update={
+            "epochs": 60,
+            "min_steps": 40,
+            "patience": 3,
+            "batch_size": 32,
+            "num_processes": 1,
+            "min_validation_positives": 10,
+        }
     )
-    sets = write_training_sets(rows, str(data_root / "budget"), settings)
+    sets = write_training_sets(_interaction_rows(spark, 1200), str(data_root / "budget"), settings)
     result = run_distributed(
         train_conversion_model,
         sets.train_path,
@@ -216,9 +229,9 @@ def test_training_stops_early_at_a_low_loss_and_returns_the_best_epoch(spark, da
     )
     history = result["epochs"]
     best = min(e["val_loss"] for e in history)
-    assert best < 0.15, history
-    assert len(history) < settings.epochs, "stopped early"
-    assert history[result["best_epoch"] - 1]["val_loss"] == best
+    assert history[0]["val_loss"] > 0.6 > 0.3 > best, history  # chance is log 2 = 0.69
+    assert len(history) < settings.epochs + 1, "stopped early"
+    assert history[result["best_epoch"]]["val_loss"] == best and result["best_epoch"] > 0
     model = build_model(3, settings)
     model.load_state_dict(result["state_dict"])
     val = spark.read.parquet(sets.val_path).toPandas()
@@ -230,7 +243,37 @@ def test_training_stops_early_at_a_low_loss_and_returns_the_best_epoch(spark, da
             torch.tensor(val["w_neg"].to_numpy()).unsqueeze(-1),
         ).item()
     assert loss == pytest.approx(best, rel=1e-4), "the returned weights are the best epoch's"
-    assert sets.val_rows + sets.train_rows == 600 and 30 < sets.val_rows < 100
+    assert sets.val_rows + sets.train_rows == 1200 and 70 < sets.val_rows < 170
+
+
+def test_a_thin_validation_slice_leaves_the_logistic_part_whatever_the_seed(spark, data_root):
+    """Too little positive weight in the slice to judge the hidden layers: none are trained, the
+    output of the hidden part stays zero, and two seeds give the same model."""
+    settings = SETTINGS.model_copy(
+        update={"num_processes": 1, "min_validation_positives": 1e6, "l2_grid": (1e-3,)}
+    )
+    sets = write_training_sets(_interaction_rows(spark, 400), str(data_root / "thin"), settings)
+    models = [
+        train_conversion_model(
+            sets.train_path,
+            3,
+            settings.model_copy(update={"seed": seed}),
+            val_path=sets.val_path,
+            train_rows=sets.train_rows,
+        )
+        for seed in (1, 2)
+    ]
+    for result in models:
+        assert result["best_epoch"] == 0 and [e["epoch"] for e in result["epochs"]] == [0]
+        assert not result["state_dict"]["net.4.weight"].any()
+    x = torch.randn(50, 3)
+    predictions = []
+    for result in models:
+        model = build_model(3, settings)
+        model.load_state_dict(result["state_dict"])
+        with torch.no_grad():
+            predictions.append(model(x))
+    assert torch.allclose(predictions[0], predictions[1], atol=1e-6)
 
 
 def test_one_cutoff_and_training_window_reach_every_stage(spark, conv_cfg, examples):
@@ -317,8 +360,10 @@ def test_no_hidden_layers_is_a_logistic_regression():
 
 
 def test_training_starts_at_the_weighted_base_rate(spark, data_root):
-    """The output bias starts at log(sum w_pos / sum w_neg): the model's first prediction is
-    the weighted positive rate, not 0.5."""
+    """The solver starts from zero weights and a bias of log(sum w_pos / sum w_neg): the
+    model's first prediction is the weighted positive rate, not 0.5."""
+    from recbatch.feedback.conversion.convex import base_logit, load_shard, start_model
+
     rows = spark.createDataFrame(
         [(i, [0.0, 1.0], 1.0 if i < 3 else 0.0, 0.0 if i < 3 else 2.0, float(i < 3))
          for i in range(40)],
@@ -327,11 +372,10 @@ def test_training_starts_at_the_weighted_base_rate(spark, data_root):
     path = str(data_root / "base_rate_shards")
     settings = SETTINGS.model_copy(update={"num_processes": 1, "row_groups_per_trainer": 1})
     write_tensor_set(rows, path, settings)
-    logit = weighted_base_logit(path, torch.device("cpu"))
+    logit = base_logit(load_shard([path], settings, torch.device("cpu")))
     assert logit == pytest.approx(math.log(3.0 / 74.0))
-    model = build_model(2, settings.model_copy(update={"hidden_sizes": ()}))
-    start_at_base_rate(model, logit)
-    assert model.net[-1].bias.item() == pytest.approx(logit)
+    model = start_model(2, 1, logit)
+    assert model.bias.item() == pytest.approx(logit) and not model.weight.any()
 
 
 def _noisy_rows(spark, n: int, signal: float, seed: int):

@@ -66,9 +66,7 @@ def fold_of(example_id: torch.Tensor, folds: int) -> torch.Tensor:
     return torch.remainder(example_id.to(torch.int64) * _FOLD_HASH, 2**31) % folds
 
 
-def load_shard(
-    paths: Sequence[str], settings: ConversionSettings, device: torch.device
-) -> Shard:
+def load_shard(paths: Sequence[str], settings: ConversionSettings, device: torch.device) -> Shard:
     """This rank's shard of every tensor set in ``paths``, with bootstrap weights per head drawn
     once (``settings.seed`` and the rank): the heads then solve fixed objectives."""
     rank, world = rank_and_world()
@@ -116,9 +114,7 @@ def _loss_sum(
 ) -> torch.Tensor:
     """``Σ w_pos·softplus(-f) + w_neg·softplus(f)`` over rows and heads (not the mean)."""
     logits = model(x)
-    return (
-        w_pos * nn.functional.softplus(-logits) + w_neg * nn.functional.softplus(logits)
-    ).sum()
+    return (w_pos * nn.functional.softplus(-logits) + w_neg * nn.functional.softplus(logits)).sum()
 
 
 WeightsFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -300,7 +300,7 @@ def evaluate_methods(
                     "pr_auc": metrics["pr_auc"],
                     "log_loss": metrics["log_loss"],
                     "ri_auc": None,
-                    "epochs": len(result["epochs"]),
+                    "epochs": result["epochs"][-1]["epoch"],  # 0: the logistic part alone
                     "final_train_loss": float(result["epochs"][-1]["loss"]),
                     "train_rows_per_s": float(np.mean([e["rows_per_s"] for e in result["epochs"]])),
                     "train_seconds": result["seconds"],

@@ -24,6 +24,12 @@ class ConversionMLP(nn.Module):
     head and no dropout it is a plain MLP; with no hidden layers, a logistic regression (one
     linear layer): on a 6k-row Taobao day it ranked better and varied 8x less between seeds
     than the default two layers (bench/README.md, "Taobao dev protocol").
+
+    With hidden layers the model is *wide and deep*: ``linear(x) + net(x)``, a logistic part
+    beside the hidden layers. Why: training solves the convex linear part to its optimum first
+    (``convex.py``) and trains the hidden layers as a correction on top of it (their output
+    layer starting at zero), so a seed moves only the non-convex part, and a validation slice too
+    thin to show that the hidden layers help leaves the logistic optimum (``training.py``).
     """
 
     def __init__(
@@ -39,10 +45,13 @@ class ConversionMLP(nn.Module):
             width = size
         layers.append(nn.Linear(width, heads))
         self.net = nn.Sequential(*layers)
+        self.linear = nn.Linear(n_features, heads) if hidden_sizes else None
         self.heads = heads
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(features)
+        if self.linear is None:
+            return self.net(features)
+        return self.linear(features) + self.net(features)
 
 
 def build_model(n_features: int, settings: ConversionSettings) -> ConversionMLP:

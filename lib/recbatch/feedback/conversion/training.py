@@ -1,13 +1,20 @@
 """Training the conversion model: torch DDP workers on Petastorm shards, to convergence.
 
+Without hidden layers the model is a logistic regression, solved to its optimum (``convex.py``).
+With them it is wide and deep (``model.ConversionMLP``): first its linear part is solved the same
+way on the training rows and frozen, then the hidden layers, whose output layer starts at zero,
+are trained with Adam as a correction on top of it. So the seed moves only the non-convex part.
+
 Why a budget rule and not a fixed epoch count: the same settings must serve a 6k-row Taobao day
-and a 1M-row generated month. A fixed 3 epochs at batch 512 is ~18 optimizer steps on the former
-(the model stays near its initialisation and its calibration swings with the seed) and plenty on
-the latter. So training runs up to ``conversion.epochs`` passes, at least ``min_steps`` optimizer
-steps, and stops early once the loss on a **validation slice of the training window**
-(``validation_fraction`` of the rows, by a hash of ``example_id``) has not improved for
-``patience`` epochs; the learning rate halves whenever the validation loss stalls
-(``ReduceLROnPlateau``), and the weights returned are those of the best validation epoch.
+and a 1M-row generated month. So training runs up to ``conversion.epochs`` passes, at least
+``min_steps`` optimizer steps, and stops early once the loss on a **validation slice of the
+training window** (``validation_fraction`` of the rows, by a hash of ``example_id``) has not
+improved for ``patience`` epochs; the learning rate halves whenever the validation loss stalls
+(``ReduceLROnPlateau``), and the weights returned are those of the best validation epoch, epoch
+0 (the logistic part alone) included. A slice with less than ``min_validation_positives`` of
+positive weight cannot tell a correction from noise (a Taobao day's 10% slice holds ~7
+conversions; stopping on it gave AUCs 0.07 apart between seeds, issue 31): then the hidden layers
+are not trained and the model is its logistic part, with a warning.
 
 The validation loss is the *method's own* weighted loss on its validation rows (observed labels
 and weights at the cutoff, as in training): early stopping must not read true labels, or every
@@ -28,7 +35,14 @@ import torch
 from torch import nn
 
 from recbatch.config import ConversionSettings
-from recbatch.feedback.conversion.convex import train_logistic
+from recbatch.feedback.conversion.convex import (
+    base_logit,
+    choose_l2,
+    fit,
+    load_shard,
+    start_model,
+    train_logistic,
+)
 from recbatch.feedback.conversion.model import (
     bootstrap_weights,
     build_model,
@@ -57,31 +71,56 @@ def epochs_for_budget(rows: int, settings: ConversionSettings, world: int) -> in
     return min(settings.epochs, max(1, math.ceil(settings.min_steps / steps_per_epoch)))
 
 
-def weighted_base_logit(train_path: str, device: torch.device) -> float:
-    """``log(sum w_pos / sum w_neg)`` over every rank's shard of ``train_path``: the logit of
-    the (weighted) positive rate, the best constant prediction under the weighted loss.
-
-    Why: a model whose output bias starts at 0 predicts 0.5 for a 1.4% conversion rate, and
-    Adam moves the bias by ~learning-rate per step, so on a small day (a few hundred steps) the
-    model stops with its calibration still far off (PCOC 4-6 on a Taobao day with no hidden
-    layers) though its ranking is fine. One read of the two weight columns fixes the start.
-    """
+def weight_sums(path: str, device: torch.device) -> tuple[float, float]:
+    """``(Σ w_pos, Σ w_neg)`` over every rank's shard of ``path``: how much positive signal a
+    validation slice holds."""
     rank, world = rank_and_world()
     pos, neg = 0.0, 0.0
     for batch in iter_torch_batches(
-        train_path, batch_size=65536, shard=rank, shard_count=world, columns=["w_pos", "w_neg"]
+        path, batch_size=65536, shard=rank, shard_count=world, columns=["w_pos", "w_neg"]
     ):
         pos += float(batch["w_pos"].sum())
         neg += float(batch["w_neg"].sum())
     pos, neg = all_sum([pos, neg], device)
-    return math.log(max(pos, 1e-6) / max(neg, 1e-6))
+    return pos, neg
 
 
-def start_at_base_rate(model: nn.Module, logit: float) -> None:
-    """Set the bias of the model's output layer (its last ``nn.Linear``) to ``logit``."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+def fit_linear_part(
+    core: nn.Module,
+    train_path: str,
+    n_features: int,
+    settings: ConversionSettings,
+    device: torch.device,
+    fake_negative_weighting: bool,
+) -> dict[str, Any]:
+    """Solve the wide-and-deep model's linear part on the training rows (``convex.py``: L-BFGS,
+    L2 by cross-validation), freeze it, and zero the hidden layers' output layer, so the model
+    starts at the logistic optimum and the seed moves only the hidden layers. Returns the
+    epoch-0 history entry."""
+    start = time.monotonic()
+    shard = load_shard([train_path], settings, device)
+    l2, _ = choose_l2(shard, n_features, settings, fake_negative_weighting)
+    linear = start_model(n_features, settings.heads, base_logit(shard)).to(device)
+    everything = torch.ones(shard.rows, dtype=torch.bool, device=device)
+    loss, _, _ = fit(linear, shard, everything, l2, settings, fake_negative_weighting)
     with torch.no_grad():
-        last.bias.fill_(logit)
+        core.linear.weight.copy_(linear.weight.float())
+        core.linear.bias.copy_(linear.bias.float())
+        core.net[-1].weight.zero_()
+        core.net[-1].bias.zero_()
+    core.linear.requires_grad_(False)
+    seconds = time.monotonic() - start
+    rows = int(all_sum([float(shard.rows)], device)[0])
+    return {
+        "epoch": 0,
+        "loss": loss,
+        "val_loss": None,
+        "learning_rate": None,
+        "l2": l2,
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds if seconds > 0 else float("nan"),
+    }
 
 
 def _loss_terms(
@@ -139,7 +178,7 @@ def train_conversion_model(
     val_path: str | None = None,
     train_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Train the MLP on this rank's shard of ``train_path`` (run it with ``run_distributed``).
+    """Train the model on this rank's shard of ``train_path`` (run it with ``run_distributed``).
 
     With ``fake_negative_weighting`` the stored weights are multiplied by ``fnw_weights``. With
     ``val_path`` training runs up to ``settings.epochs``, stops early and returns the best
@@ -147,7 +186,8 @@ def train_conversion_model(
     ``min_steps`` needs: the least run with a slice, all that run without one.
 
     Returns (rank 0's) ``state_dict`` (CPU tensors), ``epochs`` (per epoch: mean weighted loss
-    over all rows, validation loss or None, learning rate, rows, seconds, rows/s),
+    over all rows, validation loss or None, learning rate, rows, seconds, rows/s; with hidden
+    layers the first entry is epoch 0, the linear part's solve, with its ``l2``),
     ``best_epoch``, ``steps``, ``rows_per_rank`` (rows each rank read per epoch) and, with
     ``record_ids``, ``ids_per_rank``: the ``example_id`` each rank read in the first epoch.
     """
@@ -157,21 +197,40 @@ def train_conversion_model(
     rank, world = rank_and_world()
     device = device_for_rank()
     torch.manual_seed(settings.seed)
-    core = build_model(n_features, settings)
-    start_at_base_rate(core, weighted_base_logit(train_path, device))
+    core = build_model(n_features, settings).to(device)
+    linear = fit_linear_part(
+        core, train_path, n_features, settings, device, fake_negative_weighting
+    )
     model = wrap_ddp(core, device)
     resample = torch.Generator().manual_seed(settings.seed * 7919 + rank)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.5, patience=max(settings.patience // 2, 1)
     )
     min_epochs = epochs_for_budget(train_rows, settings, world) if train_rows else settings.epochs
     planned = settings.epochs if val_path else min_epochs  # without a slice: the budget alone
     columns = ["features", "w_pos", "w_neg", *(["example_id"] if record_ids else [])]
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = [linear]
     ids: list[int] = []
     own_rows, steps = 0, 0
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    if val_path:  # the logistic optimum is the first candidate: hidden layers must beat it
+        best_loss = linear["val_loss"] = validation_loss(
+            core, val_path, settings, device, fake_negative_weighting
+        )
+        best_state = copy.deepcopy(core.state_dict())
+        positives, _ = weight_sums(val_path, device)
+        if positives < settings.min_validation_positives:
+            planned = 0
+            if rank == 0:
+                log.warning(
+                    "the validation slice holds %.1f positive weight (< conversion."
+                    "min_validation_positives %.0f): too little to tell whether the hidden "
+                    "layers help, so the model is its logistic part",
+                    positives,
+                    settings.min_validation_positives,
+                )
     for epoch in range(planned):
         start = time.monotonic()
         loss_sum, rows = 0.0, 0
@@ -254,7 +313,7 @@ def train_conversion_model(
     return {
         "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
         "epochs": history,
-        "best_epoch": best_epoch or len(history),
+        "best_epoch": best_epoch if val_path else len(history) - 1,
         "steps": steps,
         "rows_per_rank": rows_per_rank,
         "ids_per_rank": ids_per_rank,
