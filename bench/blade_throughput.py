@@ -91,6 +91,7 @@ def write_samples(pairs: np.ndarray, nodes: int, folder: Path, files: int = 8) -
                 {
                     "role_id": role_id,
                     "node_index": np.arange(nodes),
+                    "degree": np.bincount(keys, minlength=nodes),
                     "neighbour_index": list(slots),
                     "neighbour_mask": list(slots >= 0),
                 }

@@ -71,9 +71,9 @@ def _write_samples(
             slots = np.full(hops * width, -1, dtype=np.int64)
             picked = nbrs.get(node, [])[:width]
             slots[: len(picked)] = picked
-            rows.append((role_id, node, slots, slots >= 0))
+            rows.append((role_id, node, len(nbrs.get(node, [])), slots, slots >= 0))
     frame = pd.DataFrame(
-        rows, columns=["role_id", "node_index", "neighbour_index", "neighbour_mask"]
+        rows, columns=["role_id", "node_index", "degree", "neighbour_index", "neighbour_mask"]
     )
     for part, rows in enumerate(np.array_split(np.arange(len(frame)), files)):
         chunk = frame.iloc[rows].reset_index(drop=True)
@@ -256,9 +256,57 @@ def test_source_embedding_reads_out_neighbours_and_target_embedding_in_neighbour
     # s aggregates target-role inputs: perturbing a source-role input row of the neighbour does
     # not move s.
     with torch.no_grad():
-        model.source_input.weight[1] += 5.0
+        model.source_input.ids.weight[1] += 5.0
     s4, _ = model(samples(1, 2), node)
     assert torch.allclose(s1, s4)
+
+
+def _chain_samples(nodes: int, degrees: list[tuple[int, int]]):
+    """Node i's one out-neighbour is i + 1 and its one in-neighbour i - 1 (none at the ends),
+    with the given (out, in) degrees."""
+    from recbatch.blade.model import GraphSamples, NodeSamples
+
+    out_index = torch.full((nodes, 4), -1)
+    in_index = torch.full((nodes, 4), -1)
+    out_index[:-1, 0] = torch.arange(1, nodes)
+    in_index[1:, 0] = torch.arange(0, nodes - 1)
+    out_degree = torch.tensor([d[0] for d in degrees])
+    in_degree = torch.tensor([d[1] for d in degrees])
+    return GraphSamples(
+        NodeSamples(out_index, out_index >= 0, 2, out_degree),
+        NodeSamples(in_index, in_index >= 0, 2, in_degree),
+    )
+
+
+@pytest.mark.parametrize("embedding", ["directional", "dual", "single"])
+def test_degree_inputs_embed_a_node_unseen_in_training(embedding: str) -> None:
+    """node_inputs=degrees: the model is a function of a node's sample and degrees, so the same
+    weights embed a newer graph with a node they never saw (index 4 of a model of 4 nodes); its
+    vectors follow from its neighbours and degrees, whatever its index. ids cannot, and says so;
+    ids+degrees gives the new node its degree part."""
+    from recbatch.blade.model import degree_bin
+
+    torch.manual_seed(0)
+    model = BladeModel(4, dim=8, layers=2, hops=2, embedding=embedding, node_inputs="degrees")
+    model.eval()
+    degrees = [(1, 1)] * 5
+    newer = _chain_samples(5, degrees)
+    s, t = model.embed_all(newer)
+    assert s.shape[0] == t.shape[0] == 5 and torch.isfinite(s).all()
+    # nodes 1 and 2 have the same degrees and neighbours of the same degrees: same vectors
+    assert torch.allclose(s[1], s[2]) and torch.allclose(t[1], t[2])
+    # the new node's vectors move with its own degree: it is read, not stored
+    bigger = _chain_samples(5, [*degrees[:4], (0, 40)])
+    s2, t2 = model.embed_all(bigger)
+    assert not torch.allclose(t[4], t2[4]) and torch.allclose(s[:3], s2[:3])
+    assert degree_bin(torch.tensor([0, 1, 2, 3, 40, 10**9])).tolist() == [0, 2, 3, 4, 10, 31]
+
+    ids = BladeModel(4, dim=8, layers=2, hops=2, embedding=embedding, node_inputs="ids")
+    with pytest.raises(ValueError, match="unseen in training"):
+        ids.embed_all(newer)
+    both = BladeModel(4, dim=8, layers=2, hops=2, embedding=embedding, node_inputs="ids+degrees")
+    s3, _ = both.eval().embed_all(newer)
+    assert torch.isfinite(s3).all() and s3.shape[0] == 5
 
 
 def test_dual_embedding_has_a_symmetric_shared_part() -> None:

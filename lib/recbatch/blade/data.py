@@ -20,7 +20,7 @@ import torch
 from recbatch.blade.model import SOURCE_ROLE, TARGET_ROLE, GraphSamples, NodeSamples
 from recbatch.io.tensors import ParquetBatches, iter_torch_batches
 
-SAMPLE_TENSOR_COLUMNS = ("role_id", "node_index", "neighbour_index", "neighbour_mask")
+SAMPLE_TENSOR_COLUMNS = ("role_id", "node_index", "degree", "neighbour_index", "neighbour_mask")
 EDGE_COLUMNS = ("src_index", "dst_index", "weight", "one_way")
 """The training-edge Parquet: one row per training edge; ``one_way`` says its reverse is no edge."""
 
@@ -49,6 +49,7 @@ def load_graph_samples(
     width: int | None = None
     index = mask = None
     seen = torch.zeros(2, num_nodes, dtype=torch.long)
+    degree = torch.zeros(2, num_nodes, dtype=torch.long)
     for batch in iter_torch_batches(path, batch_size=batch_size, columns=SAMPLE_TENSOR_COLUMNS):
         nodes, roles = batch["node_index"].long(), batch["role_id"].long()
         if index is None:
@@ -59,6 +60,7 @@ def load_graph_samples(
             raise ValueError(f"{path} has node indices outside 0..{num_nodes - 1}: another graph?")
         index[roles, nodes] = batch["neighbour_index"].long()
         mask[roles, nodes] = batch["neighbour_mask"].bool()
+        degree[roles, nodes] = batch["degree"].long()
         seen.index_put_((roles, nodes), torch.ones_like(nodes), accumulate=True)
     if index is None or mask is None or width is None:
         raise ValueError(f"{path} holds no sample rows")
@@ -72,8 +74,8 @@ def load_graph_samples(
     if bool(((index >= num_nodes) | ((index < 0) & mask)).any()):
         raise ValueError(f"{path} has neighbour indices outside 0..{num_nodes - 1}")
     return GraphSamples(
-        NodeSamples(index[SOURCE_ROLE], mask[SOURCE_ROLE], hops),
-        NodeSamples(index[TARGET_ROLE], mask[TARGET_ROLE], hops),
+        NodeSamples(index[SOURCE_ROLE], mask[SOURCE_ROLE], hops, degree[SOURCE_ROLE]),
+        NodeSamples(index[TARGET_ROLE], mask[TARGET_ROLE], hops, degree[TARGET_ROLE]),
     )
 
 

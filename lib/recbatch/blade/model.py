@@ -24,10 +24,19 @@ Embedding variants, from the same code (``BladeSettings.embedding``; BLADE's def
   one dot product, so the referee and the top-K stage need nothing else.
 * ``directional``: only [p ; q] (the plain dual embedding, no shared part).
 * ``single``: only z, s = t (symmetric, the single-embedding baseline).
+
+Node inputs (``BladeSettings.node_inputs``, ``NodeInputs``): what a node contributes to its own
+and its neighbours' representations. ``ids``: a learnt row per node (transductive: a node seen in
+training only). ``degrees``: an embedding of the node's log-binned out- and in-degree in the graph
+being embedded, so the model is a *function* of a node's sample and degrees (GraphSAGE's and
+PinSage's answer; DirLinkBench: degree inputs beat random features on graphs without
+attributes): a node that appears after training gets its vectors from the same model, without
+retraining. ``ids+degrees``: both, summed; a node unseen in training gets the degree part only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +44,17 @@ from torch import Tensor, nn
 
 SOURCE_ROLE = 0
 TARGET_ROLE = 1
+NODE_INPUTS = ("ids", "degrees", "ids+degrees")
+DEGREE_BINS = 32
+"""Degree bins: half a power of two each (``degree_bin``), the last one open (degree >= 2^15.5)."""
+
+
+def degree_bin(degree: Tensor) -> Tensor:
+    """``floor(2·log2(degree + 1))``, capped at ``DEGREE_BINS - 1``: 0 for no edge, 1 for one,
+    then finer than powers of two, so low degrees (where the sample is the whole neighbourhood)
+    each get their own bin and hubs share a few."""
+    bins = torch.floor(2 * torch.log2(degree.double() + 1)).long()
+    return bins.clamp(max=DEGREE_BINS - 1)
 
 
 @dataclass(frozen=True)
@@ -48,13 +68,17 @@ class NodeSamples:
     index: Tensor  # [nodes, hops * width] long
     mask: Tensor  # [nodes, hops * width] bool
     hops: int
+    degree: Tensor | None = None
+    """[nodes] long: each node's degree in this role (out-degree for ``out``, in-degree for
+    ``into``) in the graph the samples were drawn from; what degree inputs read."""
 
     @property
     def width(self) -> int:
         return self.index.shape[1] // self.hops
 
     def to(self, device: torch.device) -> NodeSamples:
-        return NodeSamples(self.index.to(device), self.mask.to(device), self.hops)
+        degree = None if self.degree is None else self.degree.to(device)
+        return NodeSamples(self.index.to(device), self.mask.to(device), self.hops, degree)
 
 
 @dataclass(frozen=True)
@@ -72,13 +96,52 @@ class GraphSamples:
         return GraphSamples(self.out.to(device), self.into.to(device))
 
 
-def hop_means(table: nn.Embedding, samples: NodeSamples, nodes: Tensor) -> list[Tensor]:
-    """Per hop, the masked mean of ``table`` over the sampled neighbours of ``nodes``.
+class NodeInputs(nn.Module):
+    """One role's input vector of nodes: an ID row, a degree embedding, or both (module doc).
+
+    The degree embedding reads the node's out- and in-degree bins from the samples of the graph
+    being embedded (``NodeSamples.degree``), not from anything stored at training time."""
+
+    def __init__(self, num_nodes: int, dim: int, kind: str) -> None:
+        super().__init__()
+        if kind not in NODE_INPUTS:
+            raise ValueError(f"unknown node inputs {kind!r}; expected one of {NODE_INPUTS}")
+        self.num_nodes = num_nodes
+        self.ids = nn.Embedding(num_nodes, dim) if "ids" in kind.split("+") else None
+        degrees = "degrees" in kind.split("+")
+        self.out_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
+        self.in_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
+
+    @property
+    def inductive(self) -> bool:
+        """Whether a node unseen in training gets an input (from its degrees)."""
+        return self.out_degree is not None
+
+    def forward(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
+        parts = []
+        if self.ids is not None:
+            known = nodes < self.num_nodes
+            rows = self.ids(torch.where(known, nodes, torch.zeros_like(nodes)))
+            parts.append(rows * known.unsqueeze(-1))
+        if self.out_degree is not None and self.in_degree is not None:
+            if samples.out.degree is None or samples.into.degree is None:
+                raise ValueError("degree inputs need the samples' degree column")
+            parts.append(self.out_degree(degree_bin(samples.out.degree[nodes])))
+            parts.append(self.in_degree(degree_bin(samples.into.degree[nodes])))
+        return torch.stack(parts).sum(0)
+
+
+Inputs = Callable[[Tensor], Tensor]
+"""Node indices (any shape) -> their input vectors (that shape + [dim])."""
+
+
+def hop_means(inputs: Inputs, samples: NodeSamples, nodes: Tensor) -> list[Tensor]:
+    """Per hop, the masked mean of the ``inputs`` of the sampled neighbours of ``nodes``.
 
     Empty hops give a zero vector (a node without out-edges has nothing to aggregate)."""
     index = samples.index[nodes].view(len(nodes), samples.hops, samples.width)
     mask = samples.mask[nodes].view(len(nodes), samples.hops, samples.width)
-    vectors = table(index.clamp(min=0)) * mask.unsqueeze(-1)
+    vectors = inputs(index.clamp(min=0)) * mask.unsqueeze(-1)
     counts = mask.sum(-1, keepdim=True).clamp(min=1)
     means = vectors.sum(2) / counts
     return list(means.unbind(1))
@@ -131,6 +194,7 @@ class BladeModel(nn.Module):
         shared_fraction: float = 0.5,
         dropout: float = 0.0,
         combine: str = "mean",
+        node_inputs: str = "ids",
     ) -> None:
         super().__init__()
         if embedding not in ("dual", "directional", "single"):
@@ -145,22 +209,38 @@ class BladeModel(nn.Module):
         directional = dim - shared
         self.shared_dim, self.directional_dim = shared, directional
         self.input_dim = dim
+        self.node_inputs = node_inputs
         if shared:
-            self.shared_input = nn.Embedding(num_nodes, dim)
+            self.shared_input = NodeInputs(num_nodes, dim, node_inputs)
             self.shared = RoleEncoder(1 + 2 * hops, dim, shared, layers, dropout, combine)
         if directional:
-            self.source_input = nn.Embedding(num_nodes, dim)
-            self.target_input = nn.Embedding(num_nodes, dim)
+            self.source_input = NodeInputs(num_nodes, dim, node_inputs)
+            self.target_input = NodeInputs(num_nodes, dim, node_inputs)
             self.source = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
             self.target = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.1)
 
+    def _inputs(self, table: NodeInputs, samples: GraphSamples) -> Inputs:
+        return lambda index: table(samples, index)
+
+    def _check_nodes(self, samples: GraphSamples) -> None:
+        if samples.num_nodes > self.num_nodes and not self.source_or_shared_input.inductive:
+            raise ValueError(
+                f"the samples hold {samples.num_nodes} nodes, the model was trained on "
+                f"{self.num_nodes}: blade.node_inputs={self.node_inputs} has no input for a node "
+                "unseen in training (degrees or ids+degrees have)"
+            )
+
+    @property
+    def source_or_shared_input(self) -> NodeInputs:
+        return self.shared_input if self.shared_dim else self.source_input
+
     def _shared(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
-        table = self.shared_input
-        parts = [table(nodes), *hop_means(table, samples.out, nodes)]
-        parts += hop_means(table, samples.into, nodes)
+        inputs = self._inputs(self.shared_input, samples)
+        parts = [inputs(nodes), *hop_means(inputs, samples.out, nodes)]
+        parts += hop_means(inputs, samples.into, nodes)
         return self.shared(parts)
 
     def encode_sources(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
@@ -169,8 +249,9 @@ class BladeModel(nn.Module):
         if self.shared_dim:
             parts.append(self._shared(samples, nodes))
         if self.directional_dim:
-            own = self.source_input(nodes)
-            parts.append(self.source([own, *hop_means(self.target_input, samples.out, nodes)]))
+            own = self.source_input(samples, nodes)
+            neighbours = hop_means(self._inputs(self.target_input, samples), samples.out, nodes)
+            parts.append(self.source([own, *neighbours]))
         return torch.cat(parts, dim=-1)
 
     def encode_targets(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
@@ -179,8 +260,9 @@ class BladeModel(nn.Module):
         if self.shared_dim:
             parts.append(self._shared(samples, nodes))
         if self.directional_dim:
-            own = self.target_input(nodes)
-            parts.append(self.target([own, *hop_means(self.source_input, samples.into, nodes)]))
+            own = self.target_input(samples, nodes)
+            neighbours = hop_means(self._inputs(self.source_input, samples), samples.into, nodes)
+            parts.append(self.target([own, *neighbours]))
         return torch.cat(parts, dim=-1)
 
     def forward(self, samples: GraphSamples, nodes: Tensor) -> tuple[Tensor, Tensor]:
@@ -191,11 +273,13 @@ class BladeModel(nn.Module):
     def embed_all(
         self, samples: GraphSamples, chunk: int = 65536, dropout_seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
-        """(s, t) of every node, in chunks (for export and top-K).
+        """(s, t) of every node of ``samples``, in chunks (for export and top-K). With degree
+        inputs the samples may be of a newer graph, with nodes unseen in training (module doc).
 
         ``dropout_seed`` given: one Monte-Carlo dropout draw (dropout on, masks from that seed),
         the members of ``recbatch.links``' MC-dropout uncertainty; else the deterministic
         eval-mode vectors."""
+        self._check_nodes(samples)
         was_training = self.training
         self.train(dropout_seed is not None)
         if dropout_seed is not None:
@@ -203,8 +287,8 @@ class BladeModel(nn.Module):
         device = samples.out.index.device
         sources, targets = [], []
         try:
-            for start in range(0, self.num_nodes, chunk):
-                nodes = torch.arange(start, min(start + chunk, self.num_nodes), device=device)
+            for start in range(0, samples.num_nodes, chunk):
+                nodes = torch.arange(start, min(start + chunk, samples.num_nodes), device=device)
                 s, t = self(samples, nodes)
                 sources.append(s)
                 targets.append(t)

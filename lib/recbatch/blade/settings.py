@@ -59,6 +59,13 @@ class BladeSettings(_Section):
         "nodes rarely link out). Changes no source's ranking of targets; moves scores compared "
         "across sources (pooled direction AUC, one global link threshold)",
     )
+    node_inputs: Literal["ids", "degrees", "ids+degrees"] = Field(
+        "ids",
+        description="what a node puts into its own and its neighbours' representations: ids, "
+        "a learnt row per node (nodes seen in training only); degrees, an embedding of its "
+        "log-binned out- and in-degree, so a node new since training gets vectors from the same "
+        "model; ids+degrees, both summed (recbatch.blade.model.NodeInputs)",
+    )
     dim: int = Field(64, ge=2, description="width of the source and of the target embedding")
     shared_fraction: float = Field(
         0.5, gt=0, lt=1, description="dual only: share of dim that is the symmetric part"

@@ -80,6 +80,7 @@ def build_model(job: TrainJob) -> BladeModel:
         shared_fraction=s.shared_fraction,
         dropout=s.dropout,
         combine=s.combine,
+        node_inputs=s.node_inputs,
     )
 
 
