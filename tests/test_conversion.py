@@ -440,3 +440,30 @@ def test_cross_validation_penalises_noise_and_spares_signal(spark, data_root, si
     result = train_logistic([path], 4, settings)
     assert result["l2"] == chosen, result["cv_loss"]
     assert set(result["cv_loss"]) == {1e-6, 10.0}
+
+
+def test_the_solved_model_predicts_the_weighted_base_rate_on_average(spark, data_root):
+    """At the optimum the bias's gradient is zero: sum (w_pos + w_neg)·p = sum w_pos, so the
+    weighted model's mean prediction is the weighted base rate, whatever the weights (why
+    self-normalising the importance weights fixes importance sampling's PCOC)."""
+    from recbatch.feedback.conversion.convex import train_logistic
+
+    rng = np.random.default_rng(4)
+    n = 800
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = rng.random(n) < 0.2
+    w_pos = np.where(y, rng.uniform(1, 5, n), 0.0)  # importance-like weights on positives
+    w_neg = np.where(y, 0.0, rng.uniform(0.2, 1, n))
+    rows = spark.createDataFrame(
+        [(i, x[i].tolist(), float(w_pos[i]), float(w_neg[i]), float(y[i])) for i in range(n)],
+        "example_id long, features array<float>, w_pos double, w_neg double, label double",
+    )
+    path = str(data_root / "calibrated")
+    settings = SETTINGS.model_copy(update={"hidden_sizes": (), "l2_grid": (1e-2,)})
+    write_tensor_set(rows, path, settings)
+    model = build_model(3, settings)
+    model.load_state_dict(train_logistic([path], 3, settings)["state_dict"])
+    with torch.no_grad():
+        p = torch.sigmoid(model(torch.tensor(x))).squeeze(-1).double().numpy()
+    weight = w_pos + w_neg
+    assert np.dot(weight, p) / weight.sum() == pytest.approx(w_pos.sum() / weight.sum(), rel=1e-5)
