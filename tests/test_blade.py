@@ -153,6 +153,37 @@ def test_trained_model_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
     assert np.median(backward) >= n / 4, backward  # u far down v's
 
 
+def test_a_model_with_degree_inputs_embeds_a_newer_graph_without_retraining(
+    tmp_path: Path,
+) -> None:
+    """Trained on 12 one-way pairs with node_inputs=degrees, the same weights embed a newer graph
+    with a 13th pair it never saw: the new pair's vectors are those of a seen pair of the same
+    shape, so it gets the learnt direction (v ahead of u in the score); a model with ids refuses
+    the newer graph, naming the setting."""
+    from recbatch.blade.train import embed_graph
+
+    job, edges = _one_way_graph(tmp_path)
+    job = replace(job, settings=job.settings.model_copy(update={"node_inputs": "degrees"}))
+    train_blade(job)
+    newer_edges = [*edges, (24, 25)]
+    out = {u: [v] for u, v in newer_edges}
+    into = {v: [u] for u, v in newer_edges}
+    newer = _write_samples(tmp_path / "newer_samples", out, into, 26, width=3)
+    assert embed_graph(job, newer, 26, str(tmp_path / "newer")) == 26
+    sources, targets = _embeddings(replace(job, embeddings_path=str(tmp_path / "newer")))
+    seen_s, seen_t = _embeddings(job)
+    assert sources.shape[0] == 26
+    np.testing.assert_allclose(sources[:24], seen_s, atol=1e-6)  # seen nodes: as at training
+    np.testing.assert_allclose(sources[24], seen_s[0], atol=1e-6)  # the new u is shaped like 0
+    np.testing.assert_allclose(targets[25], seen_t[1], atol=1e-6)  # the new v like 1
+    assert sources[24] @ targets[25] > sources[25] @ targets[24] + 1.0
+
+    with_ids, _ = _one_way_graph(tmp_path / "ids")
+    train_blade(with_ids)
+    with pytest.raises(ValueError, match="node_inputs=ids"):
+        embed_graph(with_ids, newer, 26, str(tmp_path / "ids_newer"))
+
+
 def test_composite_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
     """BLADE as the pipeline trains it: both channels on the one-way graph, then composed."""
     job, edges = _one_way_graph(tmp_path)

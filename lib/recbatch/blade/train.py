@@ -207,6 +207,31 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     }
 
 
+def embed_graph(job: TrainJob, samples_path: str, num_nodes: int, embeddings_path: str) -> int:
+    """The finished model of ``job`` applied to another graph's samples (``num_nodes`` nodes,
+    e.g. a newer graph with products added since training), its vectors written to
+    ``embeddings_path`` as ``write_embeddings`` writes them. Needs node inputs that serve
+    unseen nodes (``blade.node_inputs`` degrees or ids+degrees) when the graph has more nodes;
+    with ids, a node's index must mean the same node in both graphs. Returns the nodes written."""
+    checkpoint = load_checkpoint(job)
+    if checkpoint is None or int(checkpoint["epoch"]) < job.settings.epochs:
+        raise ValueError(
+            f"no finished model in {job.checkpoint_dir} for fingerprint {job.fingerprint}: "
+            "train it first (train_blade)"
+        )
+    model = build_model(job)
+    model.load_state_dict(checkpoint["model"])
+    samples = load_graph_samples(samples_path, num_nodes, job.hops)
+    write_embeddings(model, samples, embeddings_path)
+    log.info(
+        "embedded %d nodes (%d seen in training) with the model of %s",
+        num_nodes,
+        min(num_nodes, job.num_nodes),
+        job.checkpoint_dir,
+    )
+    return num_nodes
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
