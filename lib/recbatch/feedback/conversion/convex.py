@@ -171,7 +171,7 @@ def solve(
         return data_loss + penalty
 
     optimizer.step(closure)
-    iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+    iterations = int(optimizer.state[params[0]].get("n_iter", 0))
     return state["data_loss"], iterations
 
 
