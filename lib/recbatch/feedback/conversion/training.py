@@ -14,7 +14,8 @@ improved for ``patience`` epochs; the learning rate halves whenever the validati
 0 (the logistic part alone) included. A slice with less than ``min_validation_positives`` of
 positive weight cannot tell a correction from noise (a Taobao day's 10% slice holds ~7
 conversions; stopping on it gave AUCs 0.07 apart between seeds, issue 31): then the hidden layers
-are not trained and the model is its logistic part, with a warning.
+are not trained and the model is its logistic part, with a warning; unless the model has
+dropout, which MC dropout samples at scoring time: then they train for the step budget alone.
 
 The validation loss is the *method's own* weighted loss on its validation rows (observed labels
 and weights at the cutoff, as in training): early stopping must not read true labels, or every
@@ -215,6 +216,7 @@ def train_conversion_model(
     ids: list[int] = []
     own_rows, steps = 0, 0
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    judged = val_path is not None
     if val_path:  # the logistic optimum is the first candidate: hidden layers must beat it
         best_loss = linear["val_loss"] = validation_loss(
             core, val_path, settings, device, fake_negative_weighting
@@ -222,14 +224,21 @@ def train_conversion_model(
         best_state = copy.deepcopy(core.state_dict())
         positives, _ = weight_sums(val_path, device)
         if positives < settings.min_validation_positives:
-            planned = 0
+            # Too thin to judge. With dropout (what MC dropout samples) the hidden layers must
+            # exist, so they train for the step budget alone; otherwise they are left out.
+            judged = False
+            planned = min_epochs if settings.dropout > 0 else 0
+            best_state = None if settings.dropout > 0 else best_state
             if rank == 0:
                 log.warning(
                     "the validation slice holds %.1f positive weight (< conversion."
                     "min_validation_positives %.0f): too little to tell whether the hidden "
-                    "layers help, so the model is its logistic part",
+                    "layers help, so %s",
                     positives,
                     settings.min_validation_positives,
+                    "they train for the step budget alone (dropout > 0: MC dropout samples them)"
+                    if settings.dropout > 0
+                    else "the model is its logistic part",
                 )
     for epoch in range(planned):
         start = time.monotonic()
@@ -288,7 +297,7 @@ def train_conversion_model(
                 stats["rows_per_s"],
                 world,
             )
-        if val is None:
+        if val is None or not judged:
             continue
         plateau.step(val)
         if val < best_loss - 1e-6:
@@ -313,7 +322,7 @@ def train_conversion_model(
     return {
         "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
         "epochs": history,
-        "best_epoch": best_epoch if val_path else len(history) - 1,
+        "best_epoch": best_epoch if judged else len(history) - 1,
         "steps": steps,
         "rows_per_rank": rows_per_rank,
         "ids_per_rank": ids_per_rank,
