@@ -300,8 +300,9 @@ class ConversionSettings(_Section):
     min_validation_positives: float = Field(
         50.0,
         ge=0,
-        description="MLP: early stopping reads the validation slice only when it holds this "
-        "much positive weight; below it, training stops when its own loss has converged",
+        description="MLP: the hidden layers are judged on the validation slice only when it "
+        "holds this much positive weight; below it the model is its logistic part (with "
+        "dropout > 0: the hidden layers train for the step budget alone)",
     )
     model_seeds: int = Field(
         1,
