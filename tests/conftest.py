@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from recbatch.config import PROJECT_ROOT, GeneratorSettings, RecbatchConfig, load_config
+from recbatch.graph.settings import GraphSettings
 from recbatch.session import build_session
 
 SHARED_DATA = Path(os.environ.get("RECBATCH_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -33,9 +34,16 @@ DEMO_WORLD = (
     "delay_sigma",
     "category_delay_spread",
     "follow_up_rate",
+    "follow_up_buy_logit",
+    "complements_per_item",
+    "lines",
+    "line_loyalty",
 )
 """Generator knobs conf/local.yaml sets to show the techniques at the embedded default's size;
 the tests keep the code's defaults for them (the world their statistics are written for)."""
+DEMO_GRAPH_FILTERS = ("min_support", "min_lift")
+"""The co-purchase filters conf/local.yaml sets for its world; the tests keep the code's
+defaults (every co-purchase an edge), so their small graphs keep their edges."""
 TEST_WORLD_TARGET = "thresholds.target_precision=0.045"
 """The conversion thresholds' target in that milder world (~4% of test views convert)."""
 TEST_MODEL_SEEDS = "conversion.model_seeds=1"
@@ -47,6 +55,8 @@ def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
     """The local config, pointed at a test data root and sized for tests."""
     defaults = GeneratorSettings()
     world = [f"generator.{key}={getattr(defaults, key)}" for key in DEMO_WORLD]
+    graph = GraphSettings()
+    world += [f"graph.{key}={getattr(graph, key)}" for key in DEMO_GRAPH_FILTERS]
     return load_config(
         PROJECT_ROOT / "conf" / "local.yaml",
         [

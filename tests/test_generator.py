@@ -434,3 +434,63 @@ def test_window_end_cuts_the_log_but_not_the_truth(spark: SparkSession, base: Ru
     for kind, column in zip(EVENT_TYPES, ("view_ts", "fav_ts", "cart_ts", "buy_ts"), strict=True):
         expected[kind] = views.where(F.col(column) < F.lit(end)).count()
     assert _type_counts(events) == expected == base.counts
+
+
+# --- product lines ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lined(spark: SparkSession, data_root: Path) -> Run:
+    return _generate(spark, data_root, "lined", "generator.lines=4", "generator.line_loyalty=0.8")
+
+
+def test_items_of_a_line_share_their_targets_in_that_line(spark: SparkSession, lined: Run) -> None:
+    k = lined.cfg.generator.complements_per_item
+    items = lined.truth(spark, "items").select("item_id", "line")
+    relations = (
+        lined.truth(spark, "item_relations")
+        .join(
+            items.withColumnRenamed("item_id", "src_item").withColumnRenamed("line", "src_line"),
+            "src_item",
+        )
+        .join(
+            items.withColumnRenamed("item_id", "dst_item").withColumnRenamed("line", "dst_line"),
+            "dst_item",
+        )
+    )
+    total = relations.count()
+    assert total > 0
+    assert relations.where("src_line = dst_line").count() >= 0.9 * total
+    # One target pool of 2k items per (category, line): its items draw from it, so the group's
+    # distinct targets never exceed 2k, and groups of several items share targets.
+    groups = relations.groupBy("src_category", "src_line").agg(
+        F.countDistinct("src_item").alias("members"), F.countDistinct("dst_item").alias("targets")
+    )
+    assert groups.agg(F.max("targets")).first()[0] <= 2 * k
+    crowded = groups.where(F.col("members") >= 4)
+    assert crowded.count() > 0
+    assert crowded.where(F.col("targets") >= F.col("members") * k).count() == 0
+
+
+def test_buyers_keep_to_their_line(spark: SparkSession, data_root: Path, lined: Run) -> None:
+    def modal_line_share(run: Run) -> float:
+        items = run.truth(spark, "items").select("item_id", "line")
+        per_line = (
+            run.truth(spark, "views").join(items, "item_id").groupBy("user_id", "line").count()
+        )
+        per_user = per_line.groupBy("user_id").agg(
+            F.max("count").alias("modal"), F.sum("count").alias("views")
+        )
+        share = per_user.where("views >= 6").agg(F.sum("modal") / F.sum("views")).first()[0]
+        return float(share)
+
+    free = _generate(spark, data_root, "lines-free", "generator.lines=4")
+    loyal, unbound = modal_line_share(lined), modal_line_share(free)
+    # 80% of draws from the user's line, the rest spread over 4 lines: about 0.85 of the views.
+    assert loyal >= 0.8, (loyal, unbound)
+    assert unbound <= 0.6, (loyal, unbound)
+
+
+def test_loyalty_needs_lines() -> None:
+    with pytest.raises(ValueError, match="line_loyalty needs generator.lines"):
+        make_test_config(Path("/unused"), "generator.line_loyalty=0.5")

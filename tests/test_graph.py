@@ -75,6 +75,36 @@ def test_copurchase_edges_are_directed_windowed_and_weighted(spark: SparkSession
     assert {r["node_id"] for r in result.nodes.collect()} == {10, 11, 12, 13, 14}
 
 
+def test_lift_sets_aside_pairs_bought_together_by_chance(spark: SparkSession) -> None:
+    # Four customers buy the popular 100 and then 101; two of them then buy 200 and later 201.
+    # 200 -> 201: 2 customers where 2 x 2 / 4 were expected (lift 2); every pair with a popular
+    # item has exactly its expected customers (lift 1).
+    t0 = datetime(2026, 1, 5, 10, 0)
+    buys = [(u, 100, t0) for u in (1, 2, 3, 4)] + [
+        (u, 101, t0 + timedelta(hours=1)) for u in (1, 2, 3, 4)
+    ]
+    buys += [(u, 200, t0 + timedelta(hours=2)) for u in (1, 2)]
+    buys += [(u, 201, t0 + timedelta(hours=3)) for u in (1, 2)]
+    events = spark.createDataFrame(
+        [(u, i, "buy", ts) for u, i, ts in buys],
+        "user_id long, item_id long, event_type string, event_ts timestamp",
+    )
+    result = build.copurchase_edges(events, GraphSettings(min_lift=1.5))
+    assert [(r["src"], r["dst"]) for r in result.edges.collect()] == [(200, 201)]
+    quarantined = {
+        (r["src"], r["dst"]): (r["reason"], r["raw_record"]) for r in result.quarantine.collect()
+    }
+    assert quarantined == {
+        ("100", "101"): ("below graph.min_lift=1.5", "customers=4 lift=1.00"),
+        ("100", "200"): ("below graph.min_lift=1.5", "customers=2 lift=1.00"),
+        ("100", "201"): ("below graph.min_lift=1.5", "customers=2 lift=1.00"),
+        ("101", "200"): ("below graph.min_lift=1.5", "customers=2 lift=1.00"),
+        ("101", "201"): ("below graph.min_lift=1.5", "customers=2 lift=1.00"),
+    }
+    # Without the filter every pair is an edge.
+    assert build.copurchase_edges(events, GraphSettings()).edges.count() == 6
+
+
 def test_edge_list_quarantines_bad_rows_with_reasons(spark: SparkSession, tmp_path: Path) -> None:
     lines = ["1\t2", "2\t3", "3\t3", "1\t2", "4\tx", "5", "\t6", "1\t2\t9", "2\t7", " 3 \t 1 "]
     path = _write_tsv(tmp_path / "edges.tsv", lines)

@@ -129,6 +129,21 @@ class GeneratorSettings(_Section):
     follow_up_rate: float = Field(0.5, ge=0, le=1, description="P(view a complement after a buy)")
     follow_up_buy_logit: float = Field(2.5, description="logit added for a true complement")
     follow_up_mean_days: float = Field(4.0, gt=0, description="mean gap buy -> complement view")
+    lines: int = Field(
+        0,
+        ge=0,
+        description="latent product lines (brand, model, style) shared across categories: an "
+        "item's complements are drawn from its line's items in the complement categories, one "
+        "target pool per category and line, so items that share buyers share targets (0: each "
+        "item's complements drawn independently)",
+    )
+    line_loyalty: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of a user's item draws (anchors and browsing) taken from the user's "
+        "own line (needs lines > 0): buyers of a line buy more of it",
+    )
     partitions: int = Field(8, ge=1)
     output_format: Literal["csv", "parquet"] = "csv"
 
@@ -136,6 +151,12 @@ class GeneratorSettings(_Section):
     @classmethod
     def _start_has_offset(cls, value: datetime, info: ValidationInfo) -> datetime:
         return _require_offset(value, "generator", info)
+
+    @model_validator(mode="after")
+    def _loyalty_needs_lines(self) -> GeneratorSettings:
+        if self.line_loyalty > 0 and self.lines == 0:
+            raise ValueError("generator.line_loyalty needs generator.lines > 0")
+        return self
 
 
 class IngestSettings(_Section):

@@ -9,6 +9,14 @@ The world it simulates (all knobs in ``GeneratorSettings``):
   Each item gets ``complements_per_item`` distinct true targets in its complement categories,
   drawn by tempered popularity (its square root: popular targets are frequent without being
   everyone's target); items of the last categories in the order have none.
+* **Product lines** (``lines > 0``). Each item belongs to a latent line (brand, model, style)
+  that cuts across categories. The complements of an item are then drawn from one target pool
+  per (category, line): its line's items in the complement categories (a phone's case fits its
+  model). Items that share a line share targets, so a held-out relation is predictable from the
+  others, as in real co-purchase data; with ``lines = 0`` each item draws its own. A user keeps
+  to a line of their own for ``line_loyalty`` of their item draws (anchors and browsing), so
+  buyers of a line buy more of it: co-purchases beyond the planted relations have structure
+  too, as real baskets do.
 * **Users.** Activity is heavy-tailed: a user has ``1 + Poisson(Gamma)`` sessions (mean
   ``sessions_per_user``). A session starts at a uniform time in the window, views an anchor item
   (by popularity) and browses the same category (by popularity within it), a couple of minutes
@@ -119,10 +127,11 @@ ITEM_SCHEMA = StructType(
         StructField("category_id", LongType(), False),
         StructField("popularity", DoubleType(), False),
         StructField("quality", DoubleType(), False),
+        StructField("line", LongType(), False),
     ]
 )
 """The catalog: ``popularity`` is the item's share of anchor views (sums to 1), ``quality`` its
-additive term in the purchase logit."""
+additive term in the purchase logit, ``line`` its latent product line (0 without lines)."""
 
 _MAX_VIEWS_PER_USER_BITS = 20  # view_id = user_id << 20 | sequence number
 _NO_TS = np.iinfo(np.int64).min  # a missing time in the int64 milliseconds columns (NaT)
@@ -149,6 +158,41 @@ class Catalog:
     category_targets: list[list[int]]  # complement categories of each category
     complements: np.ndarray  # [n_items, complements_per_item] true targets, -1 padded
     category_delay_shift: np.ndarray  # [n_categories] added to the log of the purchase delay
+    item_line: np.ndarray  # [n_items] latent product line (all 0 without lines)
+    line_groups: _Groups  # items by line, popularity cdf within each line
+    category_line_groups: _Groups  # items by (category, line): category * lines + line
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Items grouped by a key, with each group's popularity cdf: a group's slice of ``items``
+    is ``offsets[g]:offsets[g + 1]`` and ``cdf`` over that slice ends at 1."""
+
+    items: np.ndarray
+    offsets: np.ndarray
+    cdf: np.ndarray
+
+    @staticmethod
+    def of(key: np.ndarray, n_groups: int, popularity: np.ndarray) -> _Groups:
+        items = np.argsort(key, kind="stable").astype(np.int64)
+        counts = np.bincount(key, minlength=n_groups)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        cdf = np.empty(len(key))
+        for g in np.flatnonzero(counts):
+            lo, hi = offsets[g], offsets[g + 1]
+            cdf[lo:hi] = _cdf(popularity[items[lo:hi]])
+        return _Groups(items, offsets, cdf)
+
+    def members(self, group: int) -> np.ndarray:
+        return self.items[self.offsets[group] : self.offsets[group + 1]]
+
+    def draw(self, rng: np.random.Generator, group: int) -> int | None:
+        """One item of the group by popularity, or None when the group is empty."""
+        lo, hi = self.offsets[group], self.offsets[group + 1]
+        if lo == hi:
+            return None
+        pos = int(np.searchsorted(self.cdf[lo:hi], rng.random(), side="right"))
+        return int(self.items[lo + min(pos, hi - lo - 1)])
 
 
 def _cdf(weights: np.ndarray) -> np.ndarray:
@@ -200,13 +244,21 @@ def build_catalog(cfg: GeneratorSettings) -> Catalog:
         k = min(cfg.complements_per_category, len(later)) if counts[c] else 0
         category_targets.append(sorted(rng.choice(later, size=k, replace=False).tolist()))
 
+    # Its own random stream, so that a world without lines keeps every other draw of the seed.
+    line_rng = np.random.default_rng([cfg.seed, 4])
+    n_lines = max(cfg.lines, 1)
+    item_line = line_rng.integers(n_lines, size=n_items) if cfg.lines else np.zeros(n_items, int)
+
     complements = np.full((n_items, cfg.complements_per_item), -1, dtype=np.int64)
     for c, targets in enumerate(category_targets):
         if not targets:
             continue
         pool = np.concatenate([items_by_category[offsets[t] : offsets[t + 1]] for t in targets])
-        k = min(cfg.complements_per_item, len(pool))
         sources = items_by_category[offsets[c] : offsets[c + 1]]
+        if cfg.lines:
+            _line_complements(line_rng, cfg, complements, sources, pool, item_line, popularity)
+            continue
+        k = min(cfg.complements_per_item, len(pool))
         complements[sources, :k] = _weighted_distinct(
             rng, pool, _cdf(np.sqrt(popularity[pool])), len(sources), k
         )
@@ -226,7 +278,40 @@ def build_catalog(cfg: GeneratorSettings) -> Catalog:
         category_targets=category_targets,
         complements=complements,
         category_delay_shift=category_delay_shift,
+        item_line=item_line.astype(np.int64),
+        line_groups=_Groups.of(item_line, n_lines, popularity),
+        category_line_groups=_Groups.of(
+            item_category * n_lines + item_line, n_cat * n_lines, popularity
+        ),
     )
+
+
+def _line_complements(
+    rng: np.random.Generator,
+    cfg: GeneratorSettings,
+    complements: np.ndarray,
+    sources: np.ndarray,
+    pool: np.ndarray,
+    item_line: np.ndarray,
+    popularity: np.ndarray,
+) -> None:
+    """The complements of one category's items, line by line: each (category, line) draws one
+    target pool of twice ``complements_per_item`` items of its line in the complement
+    categories (by tempered popularity; the whole pool when the line has too few there), and
+    each of its items draws its complements from that shared pool."""
+    k = cfg.complements_per_item
+    for line in np.unique(item_line[sources]):
+        members = sources[item_line[sources] == line]
+        candidates = pool[item_line[pool] == line]
+        if len(candidates) < k:
+            candidates = pool
+        shared = _weighted_distinct(
+            rng, candidates, _cdf(np.sqrt(popularity[candidates])), 1, min(2 * k, len(candidates))
+        )[0]
+        n = min(k, len(shared))
+        complements[members, :n] = _weighted_distinct(
+            rng, shared, _cdf(np.ones(len(shared))), len(members), n
+        )
 
 
 def _sigmoid(x: float) -> float:
@@ -266,9 +351,19 @@ class _UserSimulator:
         self.item_category = catalog.item_category.tolist()
         self.delay_shift = catalog.category_delay_shift.tolist()
         self.propensity = 0.0
+        self.line = 0
+        self.n_lines = max(cfg.lines, 1)
 
     def _draw_item(self, rng: np.random.Generator, category: int | None) -> int:
         cat = self.cat
+        if self.cfg.line_loyalty > 0 and rng.random() < self.cfg.line_loyalty:
+            loyal = (
+                cat.line_groups.draw(rng, self.line)
+                if category is None
+                else cat.category_line_groups.draw(rng, category * self.n_lines + self.line)
+            )
+            if loyal is not None:
+                return loyal
         if category is None:
             return int(np.searchsorted(cat.popularity_cdf, rng.random(), side="right"))
         lo, hi = cat.category_offsets[category], cat.category_offsets[category + 1]
@@ -348,6 +443,8 @@ class _UserSimulator:
             if cfg.user_propensity_sd > 0
             else 0.0
         )
+        if self.cfg.line_loyalty > 0:  # its own stream too
+            self.line = int(np.random.default_rng([cfg.seed, 5, user]).integers(self.n_lines))
         rows: list[tuple] = []
         for _ in range(self._n_sessions(rng)):
             ts = self.start_s + rng.random() * self.span_s
@@ -474,13 +571,14 @@ def relation_truth(spark: SparkSession, catalog: Catalog) -> tuple[DataFrame, Da
 
 
 def catalog_truth(spark: SparkSession, catalog: Catalog) -> DataFrame:
-    """The items with their category, popularity share and quality (a small table)."""
+    """The items with their category, popularity share, quality and line (a small table)."""
     items = pd.DataFrame(
         {
             "item_id": np.arange(len(catalog.item_category), dtype=np.int64),
             "category_id": catalog.item_category,
             "popularity": catalog.popularity,
             "quality": catalog.item_quality,
+            "line": catalog.item_line,
         }
     )
     return spark.createDataFrame(items, ITEM_SCHEMA)

@@ -66,7 +66,9 @@ def copurchase_edges(events: DataFrame, settings: GraphSettings) -> EdgeInput:
     Weight is the number of distinct customers; ``first_ts``/``last_ts`` are the first and last
     purchase of V that realised the edge. Pairs bought at the same instant have no order and
     make no edge; U = V (a repeat purchase) is not an edge. Edges below ``min_support``
-    customers are set aside with that reason.
+    customers, or below ``min_lift`` (customers over those expected by chance), are set aside
+    with that reason: the "customers who bought" filter that keeps a related product apart
+    from a popular one bought in the same month.
     """
     buys = events.where(F.col("event_type") == "buy").select("user_id", "item_id", "event_ts")
     before, after = buys.alias("u"), buys.alias("v")
@@ -83,21 +85,51 @@ def copurchase_edges(events: DataFrame, settings: GraphSettings) -> EdgeInput:
         F.min("v.event_ts").alias("first_ts"),
         F.max("v.event_ts").alias("last_ts"),
     )
-    weak = F.col("weight") < F.lit(settings.min_support)
-    quarantine = grouped.where(weak).select(
-        F.col("src").cast("string"),
-        F.col("dst").cast("string"),
-        F.lit(None).cast("string").alias("raw_record"),
+    scored = with_lift(grouped, buys)
+    reason = F.when(
+        F.col("weight") < F.lit(settings.min_support),
         F.concat(
             F.lit(f"below graph.min_support={settings.min_support} customers (had "),
             F.col("weight").cast("int").cast("string"),
             F.lit(")"),
-        ).alias("reason"),
+        ),
+    ).when(
+        F.col("lift") < F.lit(settings.min_lift),
+        F.lit(f"below graph.min_lift={settings.min_lift:g}"),
+    )
+    marked = scored.withColumn("reason", reason)
+    quarantine = marked.where(F.col("reason").isNotNull()).select(
+        F.col("src").cast("string"),
+        F.col("dst").cast("string"),
+        F.format_string("customers=%d lift=%.2f", F.col("weight").cast("int"), "lift").alias(
+            "raw_record"
+        ),
+        "reason",
         F.lit("events").alias("source"),
     )
-    edges = grouped.where(~weak).select(*EDGE_COLUMNS)
+    edges = marked.where(F.col("reason").isNull()).select(*EDGE_COLUMNS)
     bought = buys.select(F.col("item_id").alias("node_id")).distinct()
     return EdgeInput(edges, bought, quarantine, "events")
+
+
+def with_lift(pairs: DataFrame, buys: DataFrame) -> DataFrame:
+    """``pairs`` (``src``, ``dst``, ``weight`` = customers) with ``lift``: the customers over
+    ``customers(src) x customers(dst) / all buyers``, what independent buyers would give.
+
+    Required columns: ``pairs``: src, dst, weight; ``buys``: user_id, item_id.
+    """
+    customers = buys.groupBy("item_id").agg(F.countDistinct("user_id").alias("customers"))
+    buyers = buys.agg(F.countDistinct("user_id").alias("buyers"))
+    src = customers.select(F.col("item_id").alias("src"), F.col("customers").alias("src_customers"))
+    dst = customers.select(F.col("item_id").alias("dst"), F.col("customers").alias("dst_customers"))
+    expected = F.col("src_customers") * F.col("dst_customers") / F.col("buyers")
+    return (
+        pairs.join(src, "src")
+        .join(dst, "dst")
+        .crossJoin(buyers)
+        .withColumn("lift", F.col("weight") / expected)
+        .drop("src_customers", "dst_customers", "buyers")
+    )
 
 
 # --- TSV edge lists -------------------------------------------------------------------------------

@@ -30,6 +30,13 @@ class GraphSettings(_Section):
     )
     buy_window_days: float = Field(30.0, gt=0, description="V bought at most this long after U")
     min_support: int = Field(1, ge=1, description="distinct customers an edge needs")
+    min_lift: float = Field(
+        0.0,
+        ge=0,
+        description="co-purchase lift an edge needs: its customers over those expected if U's "
+        "and V's buyers were independent (customers(U) x customers(V) / all buyers); drops the "
+        "pairs of popular items bought together by chance (0: no lift filter)",
+    )
     max_reject_ratio: float = Field(
         0.05, ge=0, le=1, description="malformed edge-list rows tolerated before the run fails"
     )
