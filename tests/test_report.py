@@ -809,3 +809,28 @@ def test_method_summary_gives_seed_intervals_and_paired_differences_to_vanilla()
     assert str(fnw.auc) == f"{np.mean(auc['fnw']):.4f} ± {half:.4f}"
     single = agg.method_summary(pd.DataFrame([r for r in rows if r["model_seed"] == 7]))
     assert single[2].auc.half_width is None and str(single[2].auc) == "0.8100"
+
+
+def test_planted_quality_by_hand(spark) -> None:
+    # Truth: 1 -> 2, 1 -> 3 (a training edge: out of every list), 4 -> 5, and 9 -> 1 (9 is not
+    # in the graph: out of reach). Left: 1 -> 2 and 4 -> 5 over products 1 and 4.
+    nodes = spark.createDataFrame(
+        [(1, 1), (2, 4), (3, 5), (4, 0), (5, 3)], "node_id long, in_degree int"
+    )
+    truth = spark.createDataFrame([(1, 2), (1, 3), (4, 5), (9, 1)], "src long, dst long")
+    known = spark.createDataFrame([(1, 3)], "src long, dst long")
+    recommendations = spark.createDataFrame(
+        [(1, 1, 2, True), (1, 2, 4, False), (1, 3, 3, False), (4, 1, 1, False), (4, 2, 5, True)],
+        "product long, rank int, recommended_product long, accepted boolean",
+    )
+    quality = agg.planted_quality(recommendations, nodes, truth, 2, known).set_index("list")
+    # BLADE's top 2: 1 -> {2, 4}, 4 -> {1, 5}: both relations among 4 pairs.
+    assert quality.loc["blade", ["products", "pairs", "planted"]].tolist() == [2, 4, 2]
+    assert quality.loc["blade", "precision"] == 0.5 and quality.loc["blade", "recall"] == 1.0
+    # Popularity (in-degree 3 > 2 > 5 > 1 > 4), the product and its known targets left out:
+    # 1 -> {2, 5}, 4 -> {3, 2}: one relation among 4 pairs.
+    assert quality.loc["popularity", ["pairs", "planted"]].tolist() == [4, 1]
+    assert quality.loc["popularity", "recall"] == 0.5
+    # The accepted recommendations are exactly the two relations.
+    assert quality.loc["blade accepted", ["products", "pairs", "planted"]].tolist() == [2, 2, 2]
+    assert quality.loc["blade accepted", "precision"] == 1.0

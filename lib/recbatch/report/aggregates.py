@@ -15,7 +15,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from recbatch.feedback.comparison import (
@@ -526,3 +526,99 @@ def method_summary(metrics: pd.DataFrame) -> list[MethodSummary]:
             )
         )
     return summaries
+
+
+# --- recommendations against the planted relations ---------------------------------------------
+
+PLANTED_COLUMNS = ("list", "products", "pairs", "planted", "precision", "recall")
+
+
+def planted_quality(
+    recommendations: DataFrame,
+    nodes: DataFrame,
+    truth: DataFrame,
+    k: int,
+    known: DataFrame | None = None,
+) -> pd.DataFrame:
+    """Each product's top ``k`` against the generator's planted relations, in ``PLANTED_COLUMNS``.
+
+    Rows: ``blade`` (the recommendations' first ``k`` ranks), ``popularity`` (the ``k`` nodes of
+    highest training in-degree, the product itself left out: what a user gets without a model)
+    and ``blade accepted`` (the recommendations the link thresholds accepted, any rank). Only
+    products of the run's graph with a planted relation to another graph node count, and only
+    those relations (one outside the graph is out of every list's reach); ``known`` pairs (the
+    training edges, when recommendations leave them out) are out of every list and of the
+    truth: what counts is what a list adds. ``products`` is how
+    many of them the list covers; precision is planted pairs over listed pairs, recall planted
+    pairs over all their planted relations.
+
+    Required columns: ``recommendations``: product, rank, recommended_product, accepted;
+    ``nodes``: node_id, in_degree; ``truth``: src, dst; ``known``: src, dst.
+    """
+    ids = nodes.select("node_id")
+    reachable = (
+        truth.join(ids.withColumnRenamed("node_id", "src"), "src", "left_semi")
+        .join(ids.withColumnRenamed("node_id", "dst"), "dst", "left_semi")
+        .select(F.col("src").alias("product"), F.col("dst").alias("recommended_product"))
+        .distinct()
+    )
+    if known is not None:
+        known = known.select(
+            F.col("src").alias("product"), F.col("dst").alias("recommended_product")
+        )
+        reachable = reachable.join(known, ["product", "recommended_product"], "left_anti")
+    products = reachable.select("product").distinct()
+    ranked = recommendations.join(products, "product", "left_semi")
+    lists = {
+        "blade": ranked.where(F.col("rank") <= k),
+        "popularity": _top_popular(products, nodes, k, known),
+        "blade accepted": ranked.where(F.col("accepted")),
+    }
+    relations = reachable.count()
+    planted = reachable.withColumn("hit", F.lit(1))
+    rows = []
+    for name, pairs in lists.items():
+        listed = pairs.select("product", "recommended_product").distinct()
+        totals = (
+            listed.join(planted, ["product", "recommended_product"], "left")
+            .agg(
+                F.countDistinct("product").alias("products"),
+                F.count(F.lit(1)).alias("pairs"),
+                F.count("hit").alias("planted"),
+            )
+            .first()
+        )
+        pairs_n, hits = int(totals["pairs"]), int(totals["planted"])
+        rows.append(
+            {
+                "list": name,
+                "products": int(totals["products"]),
+                "pairs": pairs_n,
+                "planted": hits,
+                "precision": hits / pairs_n if pairs_n else float("nan"),
+                "recall": hits / relations if relations else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=PLANTED_COLUMNS)
+
+
+def _top_popular(
+    products: DataFrame, nodes: DataFrame, k: int, known: DataFrame | None
+) -> DataFrame:
+    """Each product's ``k`` most popular other nodes (training in-degree, ties by id), leaving
+    out its ``known`` targets as the recommendations do. A product can know at most its
+    out-degree of them, so the candidates are the top ``k + 1 + max out-degree`` nodes."""
+    reach = k + 1
+    if known is not None:
+        widest = known.groupBy("product").count().agg(F.max("count")).first()[0]
+        reach += int(widest or 0)
+    popular = (
+        nodes.orderBy(F.desc("in_degree"), "node_id")
+        .limit(reach)
+        .select(F.col("node_id").alias("recommended_product"), "in_degree")
+    )
+    pairs = products.crossJoin(popular).where(F.col("product") != F.col("recommended_product"))
+    if known is not None:
+        pairs = pairs.join(known, ["product", "recommended_product"], "left_anti")
+    order = Window.partitionBy("product").orderBy(F.desc("in_degree"), "recommended_product")
+    return pairs.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)

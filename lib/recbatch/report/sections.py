@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from recbatch.feedback.flip import CALIBRATION_COLUMNS as HELD_OUT_COLUMNS
 from recbatch.graph.stage import STATS_SCHEMA
+from recbatch.graph.truth import planted_relations
 from recbatch.report import aggregates as agg
 from recbatch.report import html, plots
 from recbatch.report.html import Section
@@ -816,7 +817,12 @@ RECOMMENDATION_COLUMNS = (
 def blade_section(ctx: ReportContext) -> Section:
     """BLADE against its baselines by degree bucket, the link thresholds (reliability per
     uncertainty bucket, one vs per-bucket thresholds) and a sample of decided recommendations."""
-    parts = ["<h3>Held-out edges by degree bucket</h3>", _blade_buckets(ctx)]
+    parts = [
+        "<h3>Held-out edges by degree bucket</h3>",
+        _blade_buckets(ctx),
+        "<h3>Recommendations against the planted relations</h3>",
+        _planted(ctx),
+    ]
     link = scored_run(ctx, "link")
     parts.append("<h3>Link scores: reliability per uncertainty bucket</h3>")
     if link.scores is None or link.stored is None:
@@ -866,6 +872,49 @@ def _blade_buckets(ctx: ReportContext) -> str:
         "Each held-out edge ranked among sampled targets of its source; buckets by the source's "
         "training out-degree (low / mid / high thirds).",
     ) + html.table(columns, rows, numeric=columns[2:])
+
+
+def _planted(ctx: ReportContext, top: int = 10) -> str:
+    """BLADE's lists and popularity's against the generator's truth (generated data only)."""
+    truth = planted_relations(ctx.spark, ctx.cfg)
+    if truth is None:
+        return html.note("Skipped: no planted relations (the input is not generated data).")
+    recommendations = ctx.table("recommendations", RECOMMENDATION_COLUMNS)
+    nodes = ctx.table("graph_nodes", ("run_date", "node_id", "in_degree"))
+    edges = ctx.table("graph_edges", ("run_date", "src", "dst", "split"))
+    for name, frame in (
+        ("recommendations", recommendations),
+        ("graph_nodes", nodes),
+        ("graph_edges", edges),
+    ):
+        if frame is None:
+            return missing_note(ctx, name)
+    known = None
+    if ctx.cfg.recommendations.exclude_known:
+        known = for_run_date(edges, ctx.run_date).where(F.col("split") == "train")
+    k = min(top, ctx.cfg.recommendations.top_k)
+    quality = agg.planted_quality(
+        for_run_date(recommendations, ctx.run_date),
+        for_run_date(nodes, ctx.run_date),
+        truth,
+        k,
+        known,
+    )
+    if not quality["products"].any():
+        return html.note("Skipped: no product of the run's graph has a planted relation to list.")
+    rows = [
+        [html.text(r.list), html.number(r.products), html.number(r.pairs), html.number(r.planted),
+         html.number(r.precision, 3), html.number(r.recall, 3)]
+        for r in quality.itertuples()
+    ]  # fmt: skip
+    columns = ["list", "products", "pairs", "planted", "precision", "recall"]
+    return html.paragraph(
+        f"Each product's top {k} (and the accepted recommendations, any rank) against the "
+        "relations the generator planted (buyers of u later buy v), over the products of the "
+        "run's graph that have one to another product of the graph"
+        + (", leaving out the training edges, which no list repeats" if known is not None else "")
+        + ". Popularity is the same list for every product: the most bought-after products."
+    ) + html.table(columns, rows, numeric=columns[1:])
 
 
 def _sample(ctx: ReportContext, products: int = 3, top: int = 5) -> str:
