@@ -32,6 +32,7 @@ from pyspark.sql.types import (
 )
 
 from recbatch.config import RecbatchConfig
+from recbatch.events.generator import ITEM_RELATION_SCHEMA
 from recbatch.events.schema import EVENTS_SCHEMA, QUARANTINE_SCHEMA
 from recbatch.feedback.examples import EXAMPLE_COLUMNS
 from recbatch.feedback.flip import CELLS_SCHEMA, OBSERVATION_SCHEMA
@@ -448,6 +449,17 @@ def write_graph_tables(spark: SparkSession, cfg: RecbatchConfig) -> None:
     frame = spark.createDataFrame(samples, SAMPLE_DDL)
     assert tuple(frame.columns[2:]) == SAMPLE_COLUMNS
     frame.write.format("delta").save(_path(cfg, "graph_samples"))
+    t0 = datetime(2026, 1, 20, tzinfo=UTC)
+    spark.createDataFrame(
+        [(RUN_DATE, 100, 103, 0, 3, 1.0, t0, t0, "train")],
+        "run_date date, src long, dst long, src_index long, dst_index long, weight double, "
+        "first_ts timestamp, last_ts timestamp, split string",
+    ).write.format("delta").save(_path(cfg, "graph_edges"))
+    # The generator's truth: 100 -> 103 is a training edge, 100 -> 101 and 104 -> 102 are left.
+    relations = [(100, 101, 0, 1), (100, 103, 0, 1), (104, 102, 0, 1)]
+    spark.createDataFrame(relations, ITEM_RELATION_SCHEMA).write.parquet(
+        f"{cfg.path('ground_truth')}/item_relations"
+    )
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -508,6 +520,10 @@ def test_full_report_has_every_section_and_valid_pngs(full_cfg, full_report: Pat
     assert page.count("Skipped:") == 0, re.findall(r'<p class="note">[^<]*', page)
     assert "<script" not in page
     assert "A sample of recommendations" in page and page.count("<td>yes</td>") >= 3
+    # Popularity's top 10 over products 100 and 104 (nodes 100..109; 100's training edge left
+    # out), all nodes but the product itself and its known target: 8 + 9 pairs, both relations.
+    assert "Recommendations against the planted relations" in page
+    assert re.search(r"<td>popularity</td><td[^>]*>2</td><td[^>]*>17</td><td[^>]*>2</td>", page)
     assert "by the <em>boosted</em> learner" in page and "AUC of z" in page
     assert page.index(f"<h2>{TITLES[5]}</h2>") < page.index(f"<h2>{TITLES[6]}</h2>")
     srcs = images(full_report)
