@@ -276,6 +276,35 @@ def test_a_thin_validation_slice_leaves_the_logistic_part_whatever_the_seed(spar
     assert torch.allclose(predictions[0], predictions[1], atol=1e-6)
 
 
+@pytest.mark.parametrize("hidden_sizes", [(), (8, 4)])
+def test_model_seeds_of_one_job_share_the_convex_solve(spark, data_root, monkeypatch, hidden_sizes):
+    """The logistic model (or the MLP's linear part) does not depend on the seed with one head:
+    the seeds of one job solve it once. With hidden layers the seeds still train them apart."""
+    from recbatch.feedback.conversion import training
+
+    settings = SETTINGS.model_copy(
+        update={"num_processes": 1, "hidden_sizes": hidden_sizes, "l2_grid": (1e-3,), "epochs": 2}
+    )
+    folder = str(data_root / f"shared-solve-{len(hidden_sizes)}")
+    sets = write_training_sets(_interaction_rows(spark, 400), folder, settings)
+    solves = []
+    for name in ("solve_linear_part", "train_logistic"):
+        solve = getattr(training, name)
+        monkeypatch.setattr(
+            training,
+            name,
+            lambda *a, _solve=solve, _name=name, **k: solves.append(_name) or _solve(*a, **k),
+        )
+    job = training.TrainingJob(sets.train_path, sets.val_path, sets.train_rows)
+    ((first, second),) = training.train_conversion_jobs([job], 3, settings, [1, 2])
+    assert len(solves) == 1
+    convex = "linear.weight" if hidden_sizes else "net.0.weight"  # the logistic model's layer
+    assert torch.equal(first["state_dict"][convex], second["state_dict"][convex])
+    if hidden_sizes:
+        hidden = [r["state_dict"]["net.0.weight"] for r in (first, second)]
+        assert not torch.equal(*hidden), "the seed moves the hidden layers"
+
+
 def test_one_cutoff_and_training_window_reach_every_stage(spark, conv_cfg, examples):
     """feedback.cutoff is T of the evaluation, the scores stage and the flip weights alike;
     conversion.train_days bounds the training rows; censored test labels are counted, and refused

@@ -86,33 +86,34 @@ def weight_sums(path: str, device: torch.device) -> tuple[float, float]:
     return pos, neg
 
 
-def fit_linear_part(
-    core: nn.Module,
+@dataclass(frozen=True)
+class LinearPart:
+    """The wide-and-deep model's solved linear part and its epoch-0 history entry. With one
+    head it does not depend on the seed, so the model seeds of one job share one solve."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    history: dict[str, Any]
+
+
+def solve_linear_part(
     train_path: str,
     n_features: int,
     settings: ConversionSettings,
     device: torch.device,
     fake_negative_weighting: bool,
-) -> dict[str, Any]:
-    """Solve the wide-and-deep model's linear part on the training rows (``convex.py``: L-BFGS,
-    L2 by cross-validation), freeze it, and zero the hidden layers' output layer, so the model
-    starts at the logistic optimum and the seed moves only the hidden layers. Returns the
-    epoch-0 history entry."""
+) -> LinearPart:
+    """Solve the linear part on the training rows (``convex.py``: L-BFGS, L2 by
+    cross-validation)."""
     start = time.monotonic()
     shard = load_shard([train_path], settings, device)
     l2, _ = choose_l2(shard, n_features, settings, fake_negative_weighting)
     linear = start_model(n_features, settings.heads, base_logit(shard)).to(device)
     everything = torch.ones(shard.rows, dtype=torch.bool, device=device)
     loss, _, _ = fit(linear, shard, everything, l2, settings, fake_negative_weighting)
-    with torch.no_grad():
-        core.linear.weight.copy_(linear.weight.float())
-        core.linear.bias.copy_(linear.bias.float())
-        core.net[-1].weight.zero_()
-        core.net[-1].bias.zero_()
-    core.linear.requires_grad_(False)
     seconds = time.monotonic() - start
     rows = int(all_sum([float(shard.rows)], device)[0])
-    return {
+    history = {
         "epoch": 0,
         "loss": loss,
         "val_loss": None,
@@ -122,6 +123,26 @@ def fit_linear_part(
         "seconds": seconds,
         "rows_per_s": rows / seconds if seconds > 0 else float("nan"),
     }
+    return LinearPart(linear.weight.detach().float(), linear.bias.detach().float(), history)
+
+
+def install_linear_part(core: nn.Module, part: LinearPart) -> dict[str, Any]:
+    """Copy the solved linear part into ``core``, freeze it, and zero the hidden layers' output
+    layer, so the model starts at the logistic optimum and the seed moves only the hidden
+    layers. Returns (a copy of) the epoch-0 history entry."""
+    with torch.no_grad():
+        core.linear.weight.copy_(part.weight)
+        core.linear.bias.copy_(part.bias)
+        core.net[-1].weight.zero_()
+        core.net[-1].bias.zero_()
+    core.linear.requires_grad_(False)
+    return dict(part.history)
+
+
+def seed_free_solve(settings: ConversionSettings) -> bool:
+    """Whether the convex solve (the logistic model, or the MLP's linear part) is the same for
+    every seed: with one head, yes (``convex.py``); bootstrap heads draw their weights by seed."""
+    return settings.heads == 1
 
 
 def _loss_terms(
@@ -178,6 +199,7 @@ def train_conversion_model(
     fake_negative_weighting: bool = False,
     val_path: str | None = None,
     train_rows: int | None = None,
+    linear_part: LinearPart | None = None,
 ) -> dict[str, Any]:
     """Train the model on this rank's shard of ``train_path`` (run it with ``run_distributed``).
 
@@ -191,6 +213,7 @@ def train_conversion_model(
     layers the first entry is epoch 0, the linear part's solve, with its ``l2``),
     ``best_epoch``, ``steps``, ``rows_per_rank`` (rows each rank read per epoch) and, with
     ``record_ids``, ``ids_per_rank``: the ``example_id`` each rank read in the first epoch.
+    ``linear_part``: the linear part already solved on these rows (another seed's), else solved.
     """
     if not settings.hidden_sizes:  # convex: solved to its optimum instead (convex.py)
         paths = [train_path, *([val_path] if val_path else [])]
@@ -199,9 +222,11 @@ def train_conversion_model(
     device = device_for_rank()
     torch.manual_seed(settings.seed)
     core = build_model(n_features, settings).to(device)
-    linear = fit_linear_part(
-        core, train_path, n_features, settings, device, fake_negative_weighting
-    )
+    if linear_part is None:
+        linear_part = solve_linear_part(
+            train_path, n_features, settings, device, fake_negative_weighting
+        )
+    linear = install_linear_part(core, linear_part)
     model = wrap_ddp(core, device)
     resample = torch.Generator().manual_seed(settings.seed * 7919 + rank)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -348,21 +373,36 @@ def train_conversion_jobs(
 ) -> list[list[dict[str, Any]]]:
     """``train_conversion_model`` for every job and seed, one after the other in the same
     process group, so the DDP start-up (~15 s on 2 cores) is paid once for the whole comparison
-    and not once per method and seed. Only the seed changes between a job's models. Each result
-    has ``seconds``: its own training time."""
+    and not once per method and seed. Only the seed changes between a job's models, so what
+    does not depend on it is solved once per job (``seed_free_solve``): the logistic model
+    itself, or the MLP's linear part. Each result has ``seconds``: its own training time."""
     results = []
     for job in jobs:
-        per_seed = []
+        per_seed: list[dict[str, Any]] = []
+        shared: LinearPart | None = None
         for seed in seeds:
             start = time.monotonic()
-            result = train_conversion_model(
-                job.train_path,
-                n_features,
-                settings.model_copy(update={"seed": seed}),
-                fake_negative_weighting=job.fake_negative_weighting,
-                val_path=job.val_path,
-                train_rows=job.train_rows,
-            )
+            seeded = settings.model_copy(update={"seed": seed})
+            if per_seed and not settings.hidden_sizes and seed_free_solve(settings):
+                result = copy.deepcopy(per_seed[0])  # the optimum, whatever the seed
+            else:
+                if settings.hidden_sizes and seed_free_solve(settings) and shared is None:
+                    shared = solve_linear_part(
+                        job.train_path,
+                        n_features,
+                        seeded,
+                        device_for_rank(),
+                        job.fake_negative_weighting,
+                    )
+                result = train_conversion_model(
+                    job.train_path,
+                    n_features,
+                    seeded,
+                    fake_negative_weighting=job.fake_negative_weighting,
+                    val_path=job.val_path,
+                    train_rows=job.train_rows,
+                    linear_part=shared,
+                )
             result["seconds"] = time.monotonic() - start
             per_seed.append(result)
         results.append(per_seed)
