@@ -29,9 +29,11 @@ def planted_relations(spark: SparkSession, cfg: RecbatchConfig) -> DataFrame | N
     """``src``, ``dst`` of the planted item relations, or None when there is no ground truth
     (any input but the generator's)."""
     path = _join(cfg.path("ground_truth"), "item_relations")
+    if not _exists(spark, path):  # not generated data (checked first: Spark logs a stack trace)
+        return None
     try:
         relations = spark.read.parquet(path)
-    except AnalysisException:  # PATH_NOT_FOUND: not generated data
+    except AnalysisException:  # removed in between, or not Parquet
         return None
     return relations.select(F.col("src_item").alias("src"), F.col("dst_item").alias("dst"))
 
@@ -46,3 +48,9 @@ def truth_agreement(edges: DataFrame, truth: DataFrame) -> TruthAgreement:
         edges_in_truth=observed.join(truth, ["src", "dst"], "left_semi").count(),
         edges_reversed_in_truth=observed.join(reversed_truth, ["src", "dst"], "left_semi").count(),
     )
+
+
+def _exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` exists on its file system (Hadoop's, so any scheme Spark reads)."""
+    hadoop_path = spark._jvm.org.apache.hadoop.fs.Path(path)
+    return bool(hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(hadoop_path))
