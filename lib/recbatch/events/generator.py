@@ -183,9 +183,6 @@ class _Groups:
             cdf[lo:hi] = _cdf(popularity[items[lo:hi]])
         return _Groups(items, offsets, cdf)
 
-    def members(self, group: int) -> np.ndarray:
-        return self.items[self.offsets[group] : self.offsets[group + 1]]
-
     def draw(self, rng: np.random.Generator, group: int) -> int | None:
         """One item of the group by popularity, or None when the group is empty."""
         lo, hi = self.offsets[group], self.offsets[group + 1]
