@@ -51,12 +51,19 @@ TEST_MODEL_SEEDS = "conversion.model_seeds=1"
 ``test_conversion`` trains several seeds on purpose."""
 
 
+def code_graph_filters() -> list[str]:
+    """``--set`` overrides of the code's co-purchase filters (``DEMO_GRAPH_FILTERS``): what a
+    test pipeline run through spark-submit passes, so its graph is the one ``make_test_config``
+    describes (the BLADE model's fingerprint reads the graph settings)."""
+    graph = GraphSettings()
+    return [f"graph.{key}={getattr(graph, key)}" for key in DEMO_GRAPH_FILTERS]
+
+
 def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
     """The local config, pointed at a test data root and sized for tests."""
     defaults = GeneratorSettings()
     world = [f"generator.{key}={getattr(defaults, key)}" for key in DEMO_WORLD]
-    graph = GraphSettings()
-    world += [f"graph.{key}={getattr(graph, key)}" for key in DEMO_GRAPH_FILTERS]
+    world += code_graph_filters()
     return load_config(
         PROJECT_ROOT / "conf" / "local.yaml",
         [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
+from conftest import code_graph_filters
 
 from recbatch.config import PROJECT_ROOT
 
@@ -282,6 +283,7 @@ def cluster_pipeline(standalone_cluster) -> PipelineRun:
         "spark.shuffle_partitions=2",
         f"paths.data_root={data_root}",
         f"run_date={PIPELINE_DATE}",
+        *code_graph_filters(),
         # 14 days with W = 3 days: the flip model needs 2W of history before its cutoff, the
         # conversion split trains before T = end - (3 test days + W) and tests on the next 3.
         "generator.n_users=2000",
