@@ -575,24 +575,30 @@ def planted_quality(
         "blade accepted": ranked.where(F.col("accepted")),
     }
     relations = reachable.count()
-    planted = reachable.withColumn("hit", F.lit(1))
-    rows = []
-    for name, pairs in lists.items():
-        listed = pairs.select("product", "recommended_product").distinct()
-        totals = (
-            listed.join(planted, ["product", "recommended_product"], "left")
-            .agg(
-                F.countDistinct("product").alias("products"),
-                F.count(F.lit(1)).alias("pairs"),
-                F.count("hit").alias("planted"),
-            )
-            .first()
+    listed = None
+    for name, pairs in lists.items():  # one aggregation over the three lists, by list
+        named = pairs.select(F.lit(name).alias("list"), "product", "recommended_product")
+        listed = named if listed is None else listed.unionByName(named)
+    totals = {
+        r["list"]: r
+        for r in listed.distinct()
+        .join(reachable.withColumn("hit", F.lit(1)), ["product", "recommended_product"], "left")
+        .groupBy("list")
+        .agg(
+            F.countDistinct("product").alias("products"),
+            F.count(F.lit(1)).alias("pairs"),
+            F.count("hit").alias("planted"),
         )
-        pairs_n, hits = int(totals["pairs"]), int(totals["planted"])
+        .collect()
+    }
+    rows = []
+    for name in lists:
+        row = totals.get(name)
+        pairs_n, hits = (int(row["pairs"]), int(row["planted"])) if row else (0, 0)
         rows.append(
             {
                 "list": name,
-                "products": int(totals["products"]),
+                "products": int(row["products"]) if row else 0,
                 "pairs": pairs_n,
                 "planted": hits,
                 "precision": hits / pairs_n if pairs_n else float("nan"),
