@@ -907,7 +907,7 @@ def _planted(ctx: ReportContext, top: int = 10) -> str:
          html.number(r.precision, 3), html.number(r.recall, 3)]
         for r in quality.itertuples()
     ]  # fmt: skip
-    columns = ["list", "products", "pairs", "planted", "precision", "recall"]
+    columns = list(agg.PLANTED_COLUMNS)
     return html.paragraph(
         f"Each product's top {k} (and the accepted recommendations, any rank) against the "
         "relations the generator planted (buyers of u later buy v), over the products of the "
