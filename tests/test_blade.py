@@ -529,7 +529,10 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession) -> None:
 @pytest.fixture(scope="module")
 def blade_run(spark: SparkSession, data_root: Path):
     """A small directed graph (edge list, random split) through graph, samples, blade,
-    recommendations and evaluation, with 2 torch processes and 2 epochs."""
+    recommendations and evaluation, with 2 torch processes and 2 epochs.
+
+    Its products have catalogue ids (``ingest.ids=string``): ASINs, and numbers that collide as
+    integers but not as strings ("7" and "07"), so every table must carry them as they came."""
     rng = np.random.default_rng(3)
     edges = set()
     for i in range(1, 120):
@@ -541,9 +544,12 @@ def blade_run(spark: SparkSession, data_root: Path):
     root = data_root / "blade"
     root.mkdir()
     path = root / "edges.tsv"
-    path.write_text("src\tdst\n" + "".join(f"{a}\t{b}\n" for a, b in sorted(edges)))
+    path.write_text(
+        "src\tdst\n" + "".join(f"{_product(a)}\t{_product(b)}\n" for a, b in sorted(edges))
+    )
     cfg = make_test_config(
         root,
+        "ingest.ids=string",
         "graph.source=edge_list",
         f"graph.edge_list_path={path}",
         "graph.split=random",
@@ -575,7 +581,15 @@ def blade_run(spark: SparkSession, data_root: Path):
         "decisions": link_decisions_stage(spark, cfg),
     }
     evaluated = evaluation_stage(spark, cfg)
-    return cfg, sorted(edges), trained, recommended, evaluated, links
+    named = sorted((_product(a), _product(b)) for a, b in edges)
+    return cfg, named, trained, recommended, evaluated, links
+
+
+def _product(node: int) -> str:
+    """Node ``node``'s catalogue id: "0".."59", then "00".."039" (the same integers), ASINs."""
+    if node < 60:
+        return str(node)
+    return f"0{node - 60}" if node < 100 else f"B{node:09d}"
 
 
 def _delta(spark: SparkSession, cfg, name: str) -> pd.DataFrame:
@@ -599,6 +613,9 @@ def test_stages_write_well_formed_embeddings_recommendations_and_metrics(
     recs = _delta(spark, cfg, "recommendations")
     assert recommended["rows"] == len(recs) == 5 * len(nodes)
     assert (recs["product"] != recs["recommended_product"]).all()
+    products = {x for edge in edges for x in edge}  # the catalogue's ids, "7" and "07" apart
+    assert set(nodes["node_id"]) == set(blade["product"]) == products and len(products) == 120
+    assert set(recs["product"]) | set(recs["recommended_product"]) <= products
     train = _delta(spark, cfg, "graph_edges").query("split == 'train'")
     known = set(zip(train["src"], train["dst"], strict=True))
     assert not any(

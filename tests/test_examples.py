@@ -432,3 +432,30 @@ def test_stage_without_an_events_table_is_a_clear_error(spark, data_root: Path):
     cfg = make_test_config(data_root / "examples_no_events")
     with pytest.raises(ExamplesInputError, match="no events table .* run ingest_events"):
         examples_stage(spark, cfg)
+
+
+def test_string_ids_give_the_same_examples_as_integer_ids(spark, examples):
+    """``ingest.ids=string``: the ids are only keys, so text ids ("B00000007") build the same
+    examples, features and labels (all but ``example_id``, a hash of the ids)."""
+
+    def text(x: int) -> str:
+        return f"B{x:08d}"
+
+    rows = [(text(u), text(i), text(c), kind, ts) for u, i, c, kind, ts in EVENTS]
+    ddl = EVENTS_DDL.replace("long", "string")
+    built = by_pair(build_examples(spark.createDataFrame(rows, ddl), SETTINGS).collect())
+    assert set(built) == {(text(u), text(i)) for u, i in examples}
+    for (u, i), row in examples.items():
+        other = built[(text(u), text(i))]
+        assert other["category_id"] == text(row["category_id"])
+        same = [c for c in EXAMPLE_COLUMNS if not c.endswith("_id")]
+        assert {c: other[c] for c in same} == {c: row[c] for c in same}
+
+    mixed = spark.createDataFrame(
+        [(text(u), i, c, kind, ts) for u, i, c, kind, ts in EVENTS],
+        "user_id string, item_id long, category_id long, event_type string, event_ts timestamp",
+    )
+    with pytest.raises(
+        ExamplesInputError, match="user_id is string, expected bigint.*or the three ids all string"
+    ):
+        build_examples(mixed, SETTINGS)

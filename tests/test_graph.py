@@ -121,6 +121,50 @@ def test_edge_list_quarantines_bad_rows_with_reasons(spark: SparkSession, tmp_pa
     assert {r["node_id"] for r in result.nodes.collect()} == {1, 2, 3, 4, 8}  # 4, 8 isolated
 
 
+def test_edge_list_with_string_ids_keeps_them_as_they_arrived(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """``ingest.ids=string``: catalogue ids (ASINs, SKUs) are products; "007" and "7" are two,
+    where integer ids make them one (and refuse the letters)."""
+    lines = [
+        "B000000NGH\tSKU-123-XL",
+        " SKU-123-XL \tB000000NGH",  # trimmed: the reverse edge, not a new product
+        "007\t7",
+        "7\t007",
+        "B000000NGH\tB000000NGH",
+        "B000000NGH\tSKU-123-XL",
+        "\tB000000NGH",
+        "007\tunknown",
+    ]
+    path = _write_tsv(tmp_path / "edges.tsv", lines)
+    nodes = _write_tsv(
+        tmp_path / "nodes.tsv",
+        ["B000000NGH", "SKU-123-XL", "007", "7", "B0LONELY"],
+        header="id",
+    )
+    settings = GraphSettings(max_reject_ratio=0.9)
+    result = build.read_edge_list(spark, path, settings, nodes_path=nodes, ids="string")
+    assert sorted((r["src"], r["dst"]) for r in result.edges.collect()) == [
+        ("007", "7"),
+        ("7", "007"),
+        ("B000000NGH", "SKU-123-XL"),
+        ("SKU-123-XL", "B000000NGH"),
+    ]
+    assert sorted(r["reason"] for r in result.quarantine.collect()) == sorted(
+        [build.SELF_LOOP, build.DUPLICATE, build.NULL_ID, build.DANGLING]
+    )
+    products = {"B000000NGH", "SKU-123-XL", "007", "7", "B0LONELY"}
+    assert {r["node_id"] for r in result.nodes.collect()} == products
+    indexed = build.index_nodes(result.nodes)
+    assert sorted(r["node_index"] for r in indexed.collect()) == list(range(5))
+
+    as_integers = build.read_edge_list(spark, path, settings)
+    assert [(r["src"], r["dst"]) for r in as_integers.edges.collect()] == []  # 7 -> 7 is a loop
+    assert sorted(r["reason"] for r in as_integers.quarantine.collect()) == sorted(
+        [build.NOT_INTEGER] * 5 + [build.SELF_LOOP] * 2 + [build.NULL_ID]
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "lines", "message"),
     [

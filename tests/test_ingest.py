@@ -231,3 +231,79 @@ def test_tables_are_queryable_in_sql_by_name(spark, data_root, generated_raw):
     assert {r["reason"]: r["n"] for r in rows.collect()} == report.rejected
     total = run_sql(spark, cfg, "SELECT count(*) AS n FROM recbatch.events").head()["n"]
     assert total == report.accepted_rows
+
+
+# --- string ids -----------------------------------------------------------------------------------
+
+CATALOGUE_IDS = [
+    # user, item, category: Amazon ASINs, SKUs, and ids that are one integer but two strings
+    "U-17,B000000NGH,Electronics,view,2026-01-05T10:00:00Z",
+    "U-17,B000000NGH,Electronics,buy,2026-01-05T11:00:00Z",
+    "U-17,SKU-123-XL,Apparel,view,2026-01-05T12:00:00Z",
+    "U-17,007,Books,view,2026-01-06T10:00:00Z",
+    "U-17, 7 ,Books,view,2026-01-06T10:00:00Z",
+    "u-17,7,Books,view,2026-01-06T10:00:00Z",
+    "   ,7,Books,view,2026-01-06T10:00:00Z",
+]
+
+
+def _catalogue_input(tmp_path: Path) -> Path:
+    folder = tmp_path / "catalogue_ids"
+    folder.mkdir()
+    header = "user_id,item_id,category_id,event_type,event_ts"
+    (folder / "events.csv").write_text(header + "\n" + "\n".join(CATALOGUE_IDS) + "\n")
+    return folder
+
+
+def test_string_ids_are_kept_as_they_arrived(spark, data_root, tmp_path):
+    raw = _catalogue_input(tmp_path)
+    cfg = _fault_config(
+        data_root, raw, "string_ids", "ingest.ids=string", "ingest.max_reject_ratio=0.5"
+    )
+    report = ingest_events(spark, cfg)
+    assert report.rejected == {"missing_user_id": 1}
+    events = spark.read.format("delta").load(cfg.table_path("events"))
+    assert {f.name: f.dataType.simpleString() for f in events.schema.fields if "id" in f.name} == {
+        "user_id": "string",
+        "item_id": "string",
+        "category_id": "string",
+    }
+    rows = {(r.user_id, r.item_id, r.category_id, r.event_type) for r in events.collect()}
+    assert rows == {
+        ("U-17", "B000000NGH", "Electronics", "view"),
+        ("U-17", "B000000NGH", "Electronics", "buy"),
+        ("U-17", "SKU-123-XL", "Apparel", "view"),
+        ("U-17", "007", "Books", "view"),  # "007" and "7" are two products ...
+        ("U-17", "7", "Books", "view"),  # ... and " 7 " is "7", trimmed
+        ("u-17", "7", "Books", "view"),  # case is part of the id
+    }
+
+    # the same file read as integers: the letters are bad ids, and "007" is the product 7
+    as_integers = _fault_config(
+        data_root, raw, "string_ids_as_integers", "ingest.max_reject_ratio=1"
+    )
+    report = ingest_events(spark, as_integers)
+    assert report.rejected == {"bad_user_id": 6, "missing_user_id": 1}
+
+    # a data root keeps the kind of id it started with: nothing is written on a mismatch
+    before = _delta_count(spark, cfg.table_path("events"))
+    mixed = _fault_config(data_root, raw, "string_ids")  # ingest.ids=integer
+    with pytest.raises(IngestError, match="holds string ids but ingest.ids=integer"):
+        ingest_events(spark, mixed)
+    assert _delta_count(spark, cfg.table_path("events")) == before
+
+
+def test_string_ids_collide_as_integers_but_not_as_strings(spark, data_root, tmp_path):
+    raw = tmp_path / "collide"
+    raw.mkdir()
+    header = "user_id,item_id,category_id,event_type,event_ts"
+    lines = ["1,007,3,view,2026-01-05T10:00:00Z", "1,7,3,view,2026-01-05T10:00:00Z"]
+    (raw / "events.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+    as_integers = ingest_events(
+        spark, _fault_config(data_root, raw, "collide_int", "ingest.max_reject_ratio=0.5")
+    )
+    as_strings = ingest_events(
+        spark, _fault_config(data_root, raw, "collide_str", "ingest.ids=string")
+    )
+    assert (as_integers.accepted_rows, as_integers.rejected) == (1, {"duplicate": 1})
+    assert (as_strings.accepted_rows, as_strings.rejected) == (2, {})

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from recbatch.io.ids import IdKind
+
 PROJECT_ROOT = Path(os.environ.get("RECBATCH_HOME") or Path(__file__).resolve().parents[2])
 """The project checkout. spark-submit.sh sets RECBATCH_HOME, because under spark-submit this module
 is imported from the --py-files zip, whose location says nothing about the project."""
@@ -166,6 +168,12 @@ class IngestSettings(_Section):
         None, description="raw input; relative to the project root; default paths.raw_events"
     )
     input_format: Literal["csv", "parquet", "taobao"] = "csv"
+    ids: IdKind = Field(
+        "integer",
+        description="product, user and category ids of every input (events, edge lists, node "
+        "lists): integer ('007' = 7, long columns) or string (as they arrived, trimmed: "
+        "B000000NGH, SKU-123-XL; '007' and '7' differ); io/ids.py",
+    )
     window_start: datetime | None = None
     window_end: datetime | None = None
     max_clock_skew_minutes: float = Field(10.0, ge=0, description="tolerated future timestamps")

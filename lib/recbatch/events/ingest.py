@@ -22,10 +22,12 @@ from recbatch.events.readers import InputNotFound, InputSchemaError, read_raw_ev
 from recbatch.events.validate import EVENT_KEY, accepted_events, classify, rejected_rows
 from recbatch.io.delta import (
     enable_change_data_feed,
+    is_delta_table,
     merge_new_rows,
     replace_where,
     sql_literal_list,
 )
+from recbatch.io.ids import IdKind, id_type
 from recbatch.log import get_logger, timed
 
 log = get_logger(__name__)
@@ -78,6 +80,7 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
     """Validate the configured raw input and write the ``events`` and ``quarantine`` tables."""
     settings = cfg.ingest
     input_path = cfg.ingest_input()
+    _check_events_id_type(spark, cfg.table_path("events"), settings.ids)
     try:
         raw = read_raw_events(spark, input_path, settings.input_format)
     except (InputNotFound, InputSchemaError) as err:
@@ -121,6 +124,20 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
         classified.unpersist()
     log.info("ingest: %s", report.summary())
     return report
+
+
+def _check_events_id_type(spark: SparkSession, events_table: str, ids: IdKind) -> None:
+    """Refuse, before writing anything, to add ids of one kind to an ``events`` table of the
+    other: "007" read as a string is not the product 7 already stored."""
+    if not is_delta_table(spark, events_table):
+        return
+    stored = spark.read.format("delta").load(events_table).schema["item_id"].dataType
+    if stored != id_type(ids):
+        raise IngestError(
+            f"the events table at {events_table} holds {stored.simpleString()} ids but "
+            f"ingest.ids={ids} reads {id_type(ids).simpleString()} ones: keep ingest.ids as it "
+            "was for this data root, or ingest into a new one (paths.data_root)"
+        )
 
 
 def _write_quarantine(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     DateType,
-    LongType,
     StringType,
     StructField,
     StructType,
     TimestampType,
 )
+
+from recbatch.io.ids import IdKind, id_type
 
 EVENT_TYPES = ("view", "fav", "cart", "buy")
 """Event types, in funnel order. Taobao's ``pv`` (page view) is read as ``view``."""
@@ -43,18 +44,25 @@ RAW_TAOBAO_SCHEMA = StructType(
 )
 """Taobao UserBehavior CSV: no header, ``behavior`` in pv/fav/cart/buy, Unix seconds."""
 
-EVENTS_SCHEMA = StructType(
-    [
-        StructField("user_id", LongType(), False),
-        StructField("item_id", LongType(), False),
-        StructField("category_id", LongType(), False),
-        StructField("event_type", StringType(), False),
-        StructField("event_ts", TimestampType(), False),
-        StructField("event_date", DateType(), False),
-        StructField("source", StringType(), False),
-    ]
-)
-"""The Delta ``events`` table, partitioned by ``event_date`` (UTC)."""
+
+def events_schema(ids: IdKind = "integer") -> StructType:
+    """The Delta ``events`` table, partitioned by ``event_date`` (UTC); id columns by
+    ``ingest.ids`` (io/ids.py)."""
+    return StructType(
+        [
+            StructField("user_id", id_type(ids), False),
+            StructField("item_id", id_type(ids), False),
+            StructField("category_id", id_type(ids), False),
+            StructField("event_type", StringType(), False),
+            StructField("event_ts", TimestampType(), False),
+            StructField("event_date", DateType(), False),
+            StructField("source", StringType(), False),
+        ]
+    )
+
+
+EVENTS_SCHEMA = events_schema("integer")
+"""The ``events`` table of integer ids (the default)."""
 
 QUARANTINE_SCHEMA = StructType(
     [

@@ -5,7 +5,8 @@ Reasons (stable strings, queried in the ``quarantine`` table):
 =====================  ==============================================================
 ``malformed_row``      the line could not be split into the expected fields
 ``missing_<field>``    a required field is null or blank
-``bad_<field>``        an id is not a non-negative integer, a time does not parse
+``bad_<field>``        an id is not a non-negative integer (``ingest.ids=integer``; any
+                       non-blank string is a good ``string`` id), a time does not parse
 ``unknown_event_type`` not one of view, fav, cart, buy
 ``before_window``      time before ``ingest.window_start``
 ``after_window``       time at or after ``ingest.window_end``
@@ -24,6 +25,7 @@ from pyspark.sql import functions as F
 
 from recbatch.config import IngestSettings
 from recbatch.events.schema import EVENT_COLUMNS, EVENT_TYPES
+from recbatch.io.ids import parse_id
 
 ID_COLUMNS = ("user_id", "item_id", "category_id")
 EVENT_KEY = ("user_id", "item_id", "category_id", "event_type", "event_ts")
@@ -33,8 +35,8 @@ def _blank(column: str) -> Column:
     return F.col(column).isNull() | (F.trim(F.col(column)) == "")
 
 
-def _parsed_id(column: str) -> Column:
-    return F.trim(F.col(column)).try_cast("long")
+def _parsed_id(column: str, settings: IngestSettings) -> Column:
+    return parse_id(F.col(column), settings.ids)
 
 
 def _reference_now(settings: IngestSettings) -> datetime:
@@ -45,7 +47,7 @@ def row_reason(settings: IngestSettings) -> Column:
     """The first rule a row breaks, or null for a good row (order = the table in the docstring)."""
     rules: list[tuple[Column, str]] = [(F.col("raw_record").isNotNull(), "malformed_row")]
     rules += [(_blank(c), f"missing_{c}") for c in EVENT_COLUMNS]
-    rules += [(_parsed_id(c).isNull() | (_parsed_id(c) < 0), f"bad_{c}") for c in ID_COLUMNS]
+    rules += [(_parsed_id(c, settings).isNull(), f"bad_{c}") for c in ID_COLUMNS]
     rules.append((F.col("parsed_ts").isNull(), "bad_event_ts"))
     rules.append((~F.lower(F.trim("event_type")).isin(*EVENT_TYPES), "unknown_event_type"))
     if settings.window_start:
@@ -69,7 +71,7 @@ def classify(raw: DataFrame, settings: IngestSettings) -> DataFrame:
     """
     typed = raw.select(
         "*",
-        *[_parsed_id(c).alias(f"_{c}") for c in ID_COLUMNS],
+        *[_parsed_id(c, settings).alias(f"_{c}") for c in ID_COLUMNS],
         F.lower(F.trim("event_type")).alias("_event_type"),
         row_reason(settings).alias("reason"),
     )

@@ -56,7 +56,10 @@ REQUIRED_EVENT_COLUMNS: dict[str, DataType] = {
     "event_type": StringType(),
     "event_ts": TimestampType(),
 }
-"""What ``build_examples`` reads from the ``events`` table (events/schema.py EVENTS_SCHEMA)."""
+"""What ``build_examples`` reads from the ``events`` table (events/schema.py ``events_schema``).
+The three ids may instead all be strings (``ingest.ids=string``)."""
+
+ID_COLUMNS = ("user_id", "item_id", "category_id")
 
 SIGNAL_COLUMNS = ("revisit_ts", "fav_ts", "cart_ts")
 
@@ -107,10 +110,16 @@ def window_micros(hours: float) -> int:
 
 
 def check_events_schema(events: DataFrame) -> None:
-    """Fail with every problem listed when ``events`` lacks a column or has a wrong type."""
+    """Fail with every problem listed when ``events`` lacks a column or has a wrong type.
+
+    The ids are all long or all string (``ingest.ids``); examples never compute with them.
+    """
     fields = {f.name: f.dataType for f in events.schema.fields}
+    id_types = {fields[c] for c in ID_COLUMNS if c in fields}
+    ids = StringType() if id_types == {StringType()} else LongType()
+    expected_types = {**REQUIRED_EVENT_COLUMNS, **dict.fromkeys(ID_COLUMNS, ids)}
     problems = []
-    for name, expected in REQUIRED_EVENT_COLUMNS.items():
+    for name, expected in expected_types.items():
         if name not in fields:
             problems.append(f"missing column {name}")
         elif fields[name] != expected:
@@ -120,7 +129,8 @@ def check_events_schema(events: DataFrame) -> None:
     if problems:
         wanted = ", ".join(f"{n} {t.simpleString()}" for n, t in REQUIRED_EVENT_COLUMNS.items())
         raise ExamplesInputError(
-            f"events have the wrong schema for examples: {'; '.join(problems)} (need {wanted})"
+            f"events have the wrong schema for examples: {'; '.join(problems)} (need {wanted};"
+            " or the three ids all string)"
         )
 
 

@@ -157,9 +157,9 @@ def true_flip_probability(
         F.col("observed_label").cast("int").alias("_obs"),
     )
     keys = rows.select("example_id", "_t", "user_id", "item_id", "_v")
+    ids = {c: examples_at_cutoff.schema[c].dataType for c in ("user_id", "item_id")}
     views = truth_views.select(
-        "user_id",
-        "item_id",
+        *[F.col(c).cast(kind).alias(c) for c, kind in ids.items()],  # ingest.ids may be string
         F.unix_micros("view_ts").alias("_tj"),
         F.col("buy_probability").alias("_p"),
         F.col("delay_log_mu").alias("_mu"),

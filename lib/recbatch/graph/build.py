@@ -20,6 +20,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from recbatch.graph.errors import GraphInputError
 from recbatch.graph.settings import GraphSettings
+from recbatch.io.ids import IdKind, parse_id
 from recbatch.io.index import with_row_index
 from recbatch.log import get_logger
 
@@ -136,9 +137,15 @@ def with_lift(pairs: DataFrame, buys: DataFrame) -> DataFrame:
 
 
 def read_edge_list(
-    spark: SparkSession, path: str, settings: GraphSettings, nodes_path: str | None = None
+    spark: SparkSession,
+    path: str,
+    settings: GraphSettings,
+    nodes_path: str | None = None,
+    ids: IdKind = "integer",
 ) -> EdgeInput:
     """Read ``src<TAB>dst`` (header required), set bad rows aside, keep each edge once.
+
+    ``ids`` is ``ingest.ids``: integers (``007`` is ``7``) or any non-blank text (io/ids.py).
 
     Raises GraphInputError when the file is missing, has another header, or when the share of
     malformed rows exceeds ``graph.max_reject_ratio`` (a wrong file, not a few bad lines).
@@ -157,8 +164,8 @@ def read_edge_list(
         src.alias("src"),
         dst.alias("dst"),
         F.col(_CORRUPT).alias("raw_record"),
-        F.expr("try_cast(trim(src) AS BIGINT)").alias("src_id"),
-        F.expr("try_cast(trim(dst) AS BIGINT)").alias("dst_id"),
+        parse_id(F.col("src"), ids).alias("src_id"),
+        parse_id(F.col("dst"), ids).alias("dst_id"),
     )
     reason = (
         F.when(F.col("raw_record").isNotNull(), F.lit(MALFORMED))
@@ -169,7 +176,7 @@ def read_edge_list(
     checked = parsed.withColumn("reason", reason)
     valid = checked.where(F.col("reason").isNull())
     if nodes_path:
-        catalogue = read_node_list(spark, nodes_path)
+        catalogue = read_node_list(spark, nodes_path, ids)
         valid = _mark_dangling(valid, catalogue)
     else:
         catalogue = None
@@ -193,18 +200,19 @@ def read_edge_list(
         edges.select(F.col("dst").alias("node_id"))
     )
     nodes = (endpoints.union(catalogue) if catalogue is not None else endpoints).distinct()
-    _check_reject_ratio(raw, quarantine, path, settings)
+    _check_reject_ratio(raw, quarantine, path, settings, ids)
     return EdgeInput(edges, nodes, quarantine, path)
 
 
-def read_node_list(spark: SparkSession, path: str) -> DataFrame:
-    """A node catalogue (TSV, header ``id``): integer ids, one per line."""
+def read_node_list(spark: SparkSession, path: str, ids: IdKind = "integer") -> DataFrame:
+    """A node catalogue (TSV, header ``id``): one id per line, of kind ``ids``."""
     _check_header(spark, path, ("id",), "a node list")
-    ids = spark.read.option("sep", "\t").option("header", True).csv(path)
-    parsed = ids.select(F.expr("try_cast(trim(id) AS BIGINT)").alias("node_id"))
+    rows = spark.read.option("sep", "\t").option("header", True).csv(path)
+    parsed = rows.select(parse_id(F.col("id"), ids).alias("node_id"))
     bad = parsed.where(F.col("node_id").isNull()).limit(1).count()
     if bad:
-        raise GraphInputError(f"{path}: the node list has a missing or non-integer id")
+        what = "non-integer" if ids == "integer" else "blank"
+        raise GraphInputError(f"{path}: the node list has a missing or {what} id")
     return parsed.distinct()
 
 
@@ -231,7 +239,7 @@ def _check_header(spark: SparkSession, path: str, expected: tuple[str, ...], wha
 
 
 def _check_reject_ratio(
-    raw: DataFrame, quarantine: DataFrame, path: str, settings: GraphSettings
+    raw: DataFrame, quarantine: DataFrame, path: str, settings: GraphSettings, ids: IdKind
 ) -> None:
     counts = quarantine.groupBy("reason").count().collect()  # one row per reason
     by_reason = {r["reason"]: int(r["count"]) for r in counts}
@@ -251,7 +259,7 @@ def _check_reject_ratio(
         raise GraphInputError(
             f"{path}: {bad} of {total} rows are malformed (more than graph.max_reject_ratio="
             f"{settings.max_reject_ratio}); first reasons: {sorted(by_reason)}. Is it a "
-            "tab-separated src<TAB>dst file with integer ids?"
+            f"tab-separated src<TAB>dst file with {ids} ids (ingest.ids)?"
         )
 
 

@@ -50,7 +50,9 @@ def read_graph_input(spark: SparkSession, cfg: RecbatchConfig) -> build.EdgeInpu
     if settings.source == "edge_list":
         nodes = cfg.project_file(settings.nodes_path) if settings.nodes_path else None
         edge_list = cfg.project_file(settings.edge_list_path or "")
-        return build.read_edge_list(spark, edge_list, settings, nodes_path=nodes)
+        return build.read_edge_list(
+            spark, edge_list, settings, nodes_path=nodes, ids=cfg.ingest.ids
+        )
     events = cfg.table_path("events")
     if not is_delta_table(spark, events):
         raise GraphInputError(f"no events table at {events}: run the ingest stage first")

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.config import RecbatchConfig, _join
+from recbatch.io.ids import id_type
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ def planted_relations(spark: SparkSession, cfg: RecbatchConfig) -> DataFrame | N
         relations = spark.read.parquet(path)
     except AnalysisException:  # removed in between, or not Parquet
         return None
-    return relations.select(F.col("src_item").alias("src"), F.col("dst_item").alias("dst"))
+    ids = id_type(cfg.ingest.ids)  # the generator's ids are integers; ingest may read them as text
+    return relations.select(
+        F.col("src_item").cast(ids).alias("src"), F.col("dst_item").cast(ids).alias("dst")
+    )
 
 
 def truth_agreement(edges: DataFrame, truth: DataFrame) -> TruthAgreement:
