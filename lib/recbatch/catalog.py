@@ -33,6 +33,7 @@ log = get_logger(__name__)
 OUTPUT_TABLES: dict[str, str] = {
     "events": "accepted events, partitioned by event_date",
     "quarantine": "rejected input rows with reason and source",
+    "products": "the product catalogue as of the last run: id, category, attributes",
     "graph_nodes": "products of the directed graph: index, training degrees, weak component",
     "graph_edges": "directed edges U -> V with weight, first/last time and split, per run",
     "graph_stats": "size, reciprocity, components and power-law fit of the graph, per run",

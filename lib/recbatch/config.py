@@ -87,6 +87,9 @@ class PathSettings(_Section):
 
     data_root: str = "var/local"
     raw_events: str = "raw/events"
+    raw_catalog: str = Field(
+        "raw/catalog", description="product catalogue read when ingest.catalog_path is unset"
+    )
     ground_truth: str = "raw/ground_truth"
     tables: str = "tables"
     checkpoints: str = "checkpoints"
@@ -168,6 +171,12 @@ class IngestSettings(_Section):
         None, description="raw input; relative to the project root; default paths.raw_events"
     )
     input_format: Literal["csv", "parquet", "taobao"] = "csv"
+    catalog_path: str | None = Field(
+        None,
+        description="product catalogue (product_id, category_id, attribute columns...); "
+        "relative to the project root; default paths.raw_catalog when it exists, else none",
+    )
+    catalog_format: Literal["csv", "parquet"] = "csv"
     ids: IdKind = Field(
         "integer",
         description="product, user and category ids of every input (events, edge lists, node "

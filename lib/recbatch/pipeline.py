@@ -1,6 +1,7 @@
 """The refresh pipeline: every stage in order for one run date, each reading earlier outputs.
 
-Stages so far: generate (embedded default only) -> ingest -> the directed product graph (graph) ->
+Stages so far: generate (embedded default only) -> ingest -> the product catalogue, when there is
+one (products) -> the directed product graph (graph) ->
 degree-aware neighbourhood samples (samples) -> BLADE dual embeddings (blade) -> top-K related
 products (recommendations) -> link scores with uncertainty (link_scores) -> link thresholds ->
 decisions on the recommendations (link_decisions) -> held-out evaluation (blade_eval) -> examples -> flip model and training weights ->
@@ -24,6 +25,7 @@ from recbatch.catalog import register_stage
 from recbatch.config import RecbatchConfig
 from recbatch.events.generator import generate
 from recbatch.events.ingest import IngestReport, events_summary, ingest_events
+from recbatch.events.products import products_stage
 from recbatch.feedback.conversion import conversion_stage
 from recbatch.feedback.examples import examples_stage
 from recbatch.feedback.stage import flip_weights_stage
@@ -39,7 +41,13 @@ log = get_logger(__name__)
 
 
 def _generate(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, int]:
-    return generate(spark, cfg.generator, cfg.path("raw_events"), cfg.path("ground_truth"))
+    return generate(
+        spark,
+        cfg.generator,
+        cfg.path("raw_events"),
+        cfg.path("ground_truth"),
+        catalog_path=cfg.path("raw_catalog"),
+    )
 
 
 def _out(key: str) -> Callable[[dict[str, Any]], Counts]:
@@ -59,6 +67,12 @@ def _ingest_counts(report: IngestReport) -> Counts:
 PIPELINE_STAGES: tuple[Stage, ...] = (
     Stage("generate", _generate, "generate", lambda counts: (None, sum(counts.values()))),
     Stage("ingest", ingest_events, "ingest", _ingest_counts),
+    Stage(
+        "products",
+        products_stage,
+        "product catalogue",
+        lambda r: (r.get("total_rows"), int(r["products"])),
+    ),
     Stage("graph", graph_stage, "directed product graph", _out("edges")),
     Stage("samples", samples_stage, "neighbourhood samples", _out("rows")),
     Stage("blade", blade_stage, "BLADE dual embeddings", _out("nodes")),
@@ -118,6 +132,8 @@ def query_guide(spark: SparkSession, cfg: RecbatchConfig, run: RunResult) -> str
             f"  events:     {events}   (Delta, partitioned by event_date)",
             f"  quarantine: {cfg.table_path('quarantine')}   (Delta, reason + source of each"
             " bad row)",
+            f"  products:   {cfg.table_path('products')}   (Delta, the catalogue: category and"
+            " attributes of each product, when there is one)",
             "  embeddings, recommendations, eval_metrics:"
             f" {cfg.path('tables')}/   (referee export: {cfg.path('exports')}/embeddings/)",
             "  graph_nodes, graph_edges, graph_stats, graph_quarantine, graph_samples:"

@@ -48,6 +48,9 @@ Outputs of ``generate(spark, cfg, events_path, truth_path)``:
 * ``truth_path/item_relations``: the true directed item -> item graph (``ITEM_RELATION_SCHEMA``).
 * ``truth_path/category_relations``: the true directed category -> category graph.
 * ``truth_path/items``: the catalog: category, popularity share and quality of each item.
+* ``catalog_path`` (when given): the product catalogue a shop would publish, the input of the
+  ``products`` stage: CSV ``product_id,category_id,brand`` (``brand`` is the item's product
+  line, present when ``lines > 0``; popularity and quality stay hidden, as in a real shop).
 
 Everything is a pure function of the seed: the catalog is built on the driver from
 ``default_rng([seed, 0])``; each user is simulated inside ``mapInPandas`` from
@@ -596,8 +599,25 @@ def write_events(events: DataFrame, path: str, fmt: str) -> None:
         events.write.mode("overwrite").parquet(path)
 
 
+def published_catalogue(catalog: Catalog, *, brands: bool) -> pd.DataFrame:
+    """What a shop publishes of its catalog: id, category and brand (the product line)."""
+    table = pd.DataFrame(
+        {
+            "product_id": np.arange(len(catalog.item_category), dtype=np.int64),
+            "category_id": catalog.item_category,
+        }
+    )
+    if brands:
+        table["brand"] = [f"brand-{line:03d}" for line in catalog.item_line]
+    return table
+
+
 def generate(
-    spark: SparkSession, cfg: GeneratorSettings, events_path: str, truth_path: str
+    spark: SparkSession,
+    cfg: GeneratorSettings,
+    events_path: str,
+    truth_path: str,
+    catalog_path: str | None = None,
 ) -> dict[str, int]:
     """Generate the raw event log and its ground truth; return the log's row count per event type.
 
@@ -610,6 +630,9 @@ def generate(
     item_rel.coalesce(1).write.mode("overwrite").parquet(f"{truth}/item_relations")
     cat_rel.coalesce(1).write.mode("overwrite").parquet(f"{truth}/category_relations")
     catalog_truth(spark, catalog).coalesce(1).write.mode("overwrite").parquet(f"{truth}/items")
+    if catalog_path:
+        published = spark.createDataFrame(published_catalogue(catalog, brands=cfg.lines > 0))
+        published.coalesce(1).write.mode("overwrite").option("header", True).csv(catalog_path)
 
     views = simulate_views(spark, cfg, catalog).persist()
     try:

@@ -80,7 +80,7 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
     """Validate the configured raw input and write the ``events`` and ``quarantine`` tables."""
     settings = cfg.ingest
     input_path = cfg.ingest_input()
-    _check_events_id_type(spark, cfg.table_path("events"), settings.ids)
+    check_events_id_type(spark, cfg.table_path("events"), settings.ids)
     try:
         raw = read_raw_events(spark, input_path, settings.input_format)
     except (InputNotFound, InputSchemaError) as err:
@@ -126,9 +126,10 @@ def ingest_events(spark: SparkSession, cfg: RecbatchConfig) -> IngestReport:
     return report
 
 
-def _check_events_id_type(spark: SparkSession, events_table: str, ids: IdKind) -> None:
-    """Refuse, before writing anything, to add ids of one kind to an ``events`` table of the
-    other: "007" read as a string is not the product 7 already stored."""
+def check_events_id_type(spark: SparkSession, events_table: str, ids: IdKind) -> None:
+    """Refuse, before writing anything, to read ids of one kind beside an ``events`` table of
+    the other: "007" read as a string is not the product 7 already stored, and a catalogue of
+    one kind would join no event of the other."""
     if not is_delta_table(spark, events_table):
         return
     stored = spark.read.format("delta").load(events_table).schema["item_id"].dataType

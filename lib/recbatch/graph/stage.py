@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from recbatch.config import RecbatchConfig, _join
 from recbatch.graph import build, stats
+from recbatch.graph.attributes import ATTRIBUTE_COLUMNS, node_attributes, with_attributes
 from recbatch.graph.budget import ROLES, SOURCE, TARGET, DegreeLaw, degree_law, equal_cost_law
 from recbatch.graph.errors import GraphInputError
 from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows
@@ -88,8 +89,10 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
             full_graph, train_degrees, components, cfg.graph.powerlaw_max_dmin
         )
 
+    attributes, attributes_source = node_attributes(spark, cfg)
     node_rows = (
-        nodes.join(train_degrees.withColumnRenamed("id", "node_index"), "node_index")
+        with_attributes(nodes, attributes, cfg)
+        .join(train_degrees.withColumnRenamed("id", "node_index"), "node_index")
         .join(components.withColumnRenamed("id", "node_index"), "node_index")
         .select(
             F.lit(run_date).alias("run_date"),
@@ -98,6 +101,7 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
             F.col("out_degree").cast("int"),
             F.col("in_degree").cast("int"),
             "component",
+            *ATTRIBUTE_COLUMNS,
         )
     )
     edge_rows = split.select(
@@ -112,7 +116,7 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         "split",
     )
     predicate = run_date_predicate(run_date)
-    replace_where(spark, node_rows, cfg.table_path("graph_nodes"), predicate)
+    replace_where(spark, node_rows, cfg.table_path("graph_nodes"), predicate, merge_schema=True)
     replace_where(spark, edge_rows, cfg.table_path("graph_edges"), predicate)
     split_counts = {r["split"]: int(r["count"]) for r in split.groupBy("split").count().collect()}
     row = {
@@ -133,7 +137,21 @@ def graph_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
         ", ".join(f"{k} {v}" for k, v in sorted(split_counts.items())),
         quarantined,
     )
-    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()}
+    described = _described_nodes(node_rows, attributes_source, summary.nodes)
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in row.items()} | described
+
+
+def _described_nodes(node_rows: DataFrame, source: str, nodes: int) -> dict[str, Any]:
+    """How many of the graph's nodes have a category (from ``source``), logged and returned."""
+    described = node_rows.where(F.col("category_id").isNotNull()).count() if source != "none" else 0
+    log.info(
+        "graph nodes: %d of %d have a category (from %s)%s",
+        described,
+        nodes,
+        source,
+        "; no product catalogue (ingest.catalog_path)" if source != "products" else "",
+    )
+    return {"attributes_source": source, "nodes_with_category": described}
 
 
 def _truth_columns(spark: SparkSession, cfg: RecbatchConfig, edges: DataFrame) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.config import RecbatchConfig, _join
+from recbatch.io.fs import path_exists
 from recbatch.io.ids import id_type
 
 
@@ -30,7 +31,7 @@ def planted_relations(spark: SparkSession, cfg: RecbatchConfig) -> DataFrame | N
     """``src``, ``dst`` of the planted item relations, or None when there is no ground truth
     (any input but the generator's)."""
     path = _join(cfg.path("ground_truth"), "item_relations")
-    if not _exists(spark, path):  # not generated data (checked first: Spark logs a stack trace)
+    if not path_exists(spark, path):  # not generated data (checked first: Spark logs a stack trace)
         return None
     try:
         relations = spark.read.parquet(path)
@@ -52,9 +53,3 @@ def truth_agreement(edges: DataFrame, truth: DataFrame) -> TruthAgreement:
         edges_in_truth=observed.join(truth, ["src", "dst"], "left_semi").count(),
         edges_reversed_in_truth=observed.join(reversed_truth, ["src", "dst"], "left_semi").count(),
     )
-
-
-def _exists(spark: SparkSession, path: str) -> bool:
-    """Whether ``path`` exists on its file system (Hadoop's, so any scheme Spark reads)."""
-    hadoop_path = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return bool(hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(hadoop_path))
