@@ -184,6 +184,67 @@ def test_a_model_with_degree_inputs_embeds_a_newer_graph_without_retraining(
         embed_graph(with_ids, newer, 26, str(tmp_path / "ids_newer"))
 
 
+def _write_attributes(folder: Path, tokens: list[list[int]], width: int = 3) -> str:
+    """Node-attribute rows (``recbatch.blade.data.ATTRIBUTE_COLUMNS``): node i has ``tokens[i]``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    padded = [np.array((t + [-1] * width)[:width], dtype=np.int64) for t in tokens]
+    frame = pd.DataFrame({"node_index": np.arange(len(tokens), dtype=np.int64), "tokens": padded})
+    pq.write_table(pa.Table.from_pandas(frame), folder / "part-0.parquet")
+    return str(folder)
+
+
+def test_attribute_inputs_carry_a_brand_to_a_product_new_since_training(tmp_path: Path) -> None:
+    """4 brands of 4 sources and 4 targets; every source links to its brand's targets. Trained
+    with node_inputs=attributes (tokens: brand, role), the same weights embed a newer graph with
+    a brand-2 source that has no edge at all: its best targets are brand 2's, which only its
+    catalogue attributes can tell (no edge, and ids would have no row for it)."""
+    from recbatch.blade.train import embed_graph
+
+    def node(brand: int, role: int, j: int) -> int:
+        return brand * 8 + role * 4 + j
+
+    edges = [(node(b, 0, i), node(b, 1, j)) for b in range(4) for i in range(4) for j in range(4)]
+    tokens = [[b, 4 + role] for b in range(4) for role in range(2) for _ in range(4)]
+    out: dict[int, list[int]] = {}
+    into: dict[int, list[int]] = {}
+    for u, v in edges:
+        out.setdefault(u, []).append(v)
+        into.setdefault(v, []).append(u)
+    settings = BladeSettings(
+        dim=16,
+        epochs=40,
+        batch_size=16,
+        negatives=4,
+        learning_rate=0.02,
+        num_processes=1,
+        dropout=0.0,
+        node_inputs="attributes",
+        attribute_buckets=8,
+    )
+    settings = settings.model_copy(update=channel_changes(settings)["existence"])
+    job = TrainJob(
+        samples_path=_write_samples(tmp_path / "samples", out, into, 32, width=4),
+        edges_path=_write_edges(tmp_path / "edges", edges),
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        embeddings_path=str(tmp_path / "embeddings"),
+        num_nodes=32,
+        hops=2,
+        settings=settings,
+        fingerprint="test",
+        attributes_path=_write_attributes(tmp_path / "attributes", tokens),
+    )
+    train_blade(job)
+    newer = _write_samples(tmp_path / "newer_samples", out, into, 33, width=4)
+    newer_attributes = _write_attributes(tmp_path / "newer_attributes", [*tokens, [2, 4]])
+    written = embed_graph(job, newer, 33, str(tmp_path / "newer"), newer_attributes)
+    assert written == 33
+    sources, targets = _embeddings(replace(job, embeddings_path=str(tmp_path / "newer")))
+    scores = targets @ sources[32]
+    brand_targets = {b: [node(b, 1, j) for j in range(4)] for b in range(4)}
+    ranked = [int(i) for i in np.argsort(-scores) if i % 8 >= 4 and i < 32]  # targets only
+    assert sorted(ranked[:4]) == brand_targets[2], scores
+
+
 def test_composite_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:
     """BLADE as the pipeline trains it: both channels on the one-way graph, then composed."""
     job, edges = _one_way_graph(tmp_path)

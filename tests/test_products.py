@@ -194,3 +194,33 @@ def test_generated_catalogue_publishes_category_and_brand(spark, data_root) -> N
     assert (products["category_id"].to_numpy() == truth["category_id"].to_numpy()).all()
     brands = [attributes["brand"] for attributes in products["attributes"]]
     assert brands == [f"brand-{line:03d}" for line in truth["line"]]
+
+
+def test_attribute_tokens_hash_category_and_attributes_per_node(spark, catalogued) -> None:
+    """What BLADE's attribute inputs read: the category token first, then the attributes in
+    key order, hashed into the buckets; -1 pads; equal tokens hash alike on any node."""
+    from recbatch.graph.attributes import attribute_tokens
+
+    cfg, *_ = catalogued
+    nodes = spark.read.format("delta").load(cfg.table_path("graph_nodes"))
+    ids = nodes.select("node_index", "node_id")
+    tokens = {
+        r["node_id"]: list(r["tokens"])
+        for r in attribute_tokens(nodes, 1 << 20, 4).join(ids, "node_index").collect()
+    }
+    filled = {node: sum(t >= 0 for t in row) for node, row in tokens.items()}
+    assert filled == {"B000000NGH": 3, "SKU-123-XL": 2, "007": 2, "B0NEW": 0}
+    assert all(0 <= t < 1 << 20 for row in tokens.values() for t in row if t >= 0)
+    assert tokens["B0NEW"] == [-1] * 4
+    assert tokens["SKU-123-XL"][1] != tokens["B000000NGH"][2]  # colour=red, colour=black
+
+    same = spark.createDataFrame(
+        [(0, "7", {"brand": "Acme", "colour": "red"}), (1, "7", {"colour": "red"}), (2, "8", None)],
+        "node_index long, category_id string, attributes map<string,string>",
+    )
+    rows = {r["node_index"]: r["tokens"] for r in attribute_tokens(same, 1 << 20, 3).collect()}
+    assert rows[0][0] == rows[1][0] != rows[2][0]  # category=7 twice, then category=8
+    assert rows[0][2] == rows[1][1]  # colour=red, after brand=Acme on node 0
+    assert rows[1][2] == rows[2][1] == rows[2][2] == -1
+    cut = {r["node_index"]: r["tokens"] for r in attribute_tokens(same, 1 << 20, 1).collect()}
+    assert cut == {i: [row[0]] for i, row in rows.items()}  # the category is kept first

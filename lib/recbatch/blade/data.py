@@ -79,6 +79,27 @@ def load_graph_samples(
     )
 
 
+ATTRIBUTE_COLUMNS = ("node_index", "tokens")
+"""The node-attribute Parquet (written by ``blade.stage``): each node's hashed catalogue tokens,
+a fixed-length ``array<long>``, -1 in an empty slot."""
+
+
+def load_node_attributes(path: str, num_nodes: int, batch_size: int = 65536) -> torch.Tensor:
+    """``[num_nodes, tokens]`` long: each node's attribute tokens (-1 where a node has fewer,
+    and for every token of a node the file does not list)."""
+    tokens: torch.Tensor | None = None
+    for batch in iter_torch_batches(path, batch_size=batch_size, columns=ATTRIBUTE_COLUMNS):
+        nodes = batch["node_index"].long()
+        if tokens is None:
+            tokens = torch.full((num_nodes, batch["tokens"].shape[1]), -1, dtype=torch.long)
+        if nodes.numel() and (nodes.min() < 0 or nodes.max() >= num_nodes):
+            raise ValueError(f"{path} has node indices outside 0..{num_nodes - 1}: another graph?")
+        tokens[nodes] = batch["tokens"].long()
+    if tokens is None:
+        raise ValueError(f"{path} holds no node attribute rows")
+    return tokens
+
+
 def edge_dataset(
     path: str, *, batch_size: int, shard: int, shard_count: int, seed: int
 ) -> ParquetBatches:

@@ -32,6 +32,11 @@ being embedded, so the model is a *function* of a node's sample and degrees (Gra
 PinSage's answer; DirLinkBench: degree inputs beat random features on graphs without
 attributes): a node that appears after training gets its vectors from the same model, without
 retraining. ``ids+degrees``: both, summed; a node unseen in training gets the degree part only.
+``attributes``: the mean of learnt vectors of the node's catalogue tokens (``category=...``,
+``brand=...``, hashed into ``attribute_buckets``; ``GraphSamples.attributes``): products that
+share a brand or a category share inputs, which carries what one product's edges teach to the
+others of its kind, and to a new product from its first day. Any parts join with ``+``
+(``NODE_INPUTS``), summed.
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ from torch import Tensor, nn
 
 SOURCE_ROLE = 0
 TARGET_ROLE = 1
-NODE_INPUTS = ("ids", "degrees", "ids+degrees")
+NODE_INPUT_PARTS = ("ids", "degrees", "attributes")
+NODE_INPUTS = (
+    "ids",
+    "degrees",
+    "ids+degrees",
+    "attributes",
+    "degrees+attributes",
+    "ids+attributes",
+    "ids+degrees+attributes",
+)
 DEGREE_BINS = 32
 """Degree bins: half a power of two each (``degree_bin``), the last one open (degree >= 2^15.5)."""
 
@@ -92,30 +106,50 @@ class GraphSamples:
     def num_nodes(self) -> int:
         return self.out.index.shape[0]
 
+    attributes: Tensor | None = None
+    """[nodes, tokens] long: each node's hashed catalogue tokens, -1 in an empty slot
+    (``recbatch.blade.data.load_node_attributes``); what attribute inputs read."""
+
     def to(self, device: torch.device) -> GraphSamples:
-        return GraphSamples(self.out.to(device), self.into.to(device))
+        attributes = None if self.attributes is None else self.attributes.to(device)
+        return GraphSamples(self.out.to(device), self.into.to(device), attributes)
 
 
 class NodeInputs(nn.Module):
-    """One role's input vector of nodes: an ID row, a degree embedding, or both (module doc).
+    """One role's input vector of nodes: the sum of an ID row, a degree embedding and the mean
+    of its attribute tokens' vectors, as ``kind`` names them (module doc).
 
     The degree embedding reads the node's out- and in-degree bins from the samples of the graph
-    being embedded (``NodeSamples.degree``), not from anything stored at training time."""
+    being embedded (``NodeSamples.degree``), the attribute part its tokens
+    (``GraphSamples.attributes``): nothing stored at training time."""
 
-    def __init__(self, num_nodes: int, dim: int, kind: str) -> None:
+    def __init__(self, num_nodes: int, dim: int, kind: str, attribute_buckets: int = 0) -> None:
         super().__init__()
         if kind not in NODE_INPUTS:
             raise ValueError(f"unknown node inputs {kind!r}; expected one of {NODE_INPUTS}")
+        parts = kind.split("+")
         self.num_nodes = num_nodes
-        self.ids = nn.Embedding(num_nodes, dim) if "ids" in kind.split("+") else None
-        degrees = "degrees" in kind.split("+")
+        self.ids = nn.Embedding(num_nodes, dim) if "ids" in parts else None
+        degrees = "degrees" in parts
         self.out_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
         self.in_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
+        if "attributes" in parts and attribute_buckets < 1:
+            raise ValueError("attribute inputs need attribute_buckets >= 1")
+        self.tokens = nn.Embedding(attribute_buckets, dim) if "attributes" in parts else None
 
     @property
     def inductive(self) -> bool:
-        """Whether a node unseen in training gets an input (from its degrees)."""
-        return self.out_degree is not None
+        """Whether a node unseen in training gets an input (from its degrees or attributes)."""
+        return self.out_degree is not None or self.tokens is not None
+
+    def _attributes(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
+        """The mean of the vectors of each node's tokens (zero for a node without any)."""
+        if self.tokens is None or samples.attributes is None:
+            raise ValueError("attribute inputs need the graph's node attributes")
+        tokens = samples.attributes[nodes]
+        present = (tokens >= 0).unsqueeze(-1)
+        vectors = self.tokens(tokens.clamp(min=0)) * present
+        return vectors.sum(-2) / present.sum(-2).clamp(min=1)
 
     def forward(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
         parts = []
@@ -128,6 +162,8 @@ class NodeInputs(nn.Module):
                 raise ValueError("degree inputs need the samples' degree column")
             parts.append(self.out_degree(degree_bin(samples.out.degree[nodes])))
             parts.append(self.in_degree(degree_bin(samples.into.degree[nodes])))
+        if self.tokens is not None:
+            parts.append(self._attributes(samples, nodes))
         return torch.stack(parts).sum(0)
 
 
@@ -195,6 +231,7 @@ class BladeModel(nn.Module):
         dropout: float = 0.0,
         combine: str = "mean",
         node_inputs: str = "ids",
+        attribute_buckets: int = 0,
     ) -> None:
         super().__init__()
         if embedding not in ("dual", "directional", "single"):
@@ -211,11 +248,11 @@ class BladeModel(nn.Module):
         self.input_dim = dim
         self.node_inputs = node_inputs
         if shared:
-            self.shared_input = NodeInputs(num_nodes, dim, node_inputs)
+            self.shared_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
             self.shared = RoleEncoder(1 + 2 * hops, dim, shared, layers, dropout, combine)
         if directional:
-            self.source_input = NodeInputs(num_nodes, dim, node_inputs)
-            self.target_input = NodeInputs(num_nodes, dim, node_inputs)
+            self.source_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
+            self.target_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
             self.source = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
             self.target = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
         for module in self.modules():
@@ -230,7 +267,7 @@ class BladeModel(nn.Module):
             raise ValueError(
                 f"the samples hold {samples.num_nodes} nodes, the model was trained on "
                 f"{self.num_nodes}: blade.node_inputs={self.node_inputs} has no input for a node "
-                "unseen in training (degrees or ids+degrees have)"
+                "unseen in training (degrees or attributes have)"
             )
 
     @property
@@ -274,7 +311,8 @@ class BladeModel(nn.Module):
         self, samples: GraphSamples, chunk: int = 65536, dropout_seed: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """(s, t) of every node of ``samples``, in chunks (for export and top-K). With degree
-        inputs the samples may be of a newer graph, with nodes unseen in training (module doc).
+        or attribute inputs the samples may be of a newer graph, with nodes unseen in training
+        (module doc).
 
         ``dropout_seed`` given: one Monte-Carlo dropout draw (dropout on, masks from that seed),
         the members of ``recbatch.links``' MC-dropout uncertainty; else the deterministic

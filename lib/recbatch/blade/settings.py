@@ -59,12 +59,31 @@ class BladeSettings(_Section):
         "nodes rarely link out). Changes no source's ranking of targets; moves scores compared "
         "across sources (pooled direction AUC, one global link threshold)",
     )
-    node_inputs: Literal["ids", "degrees", "ids+degrees"] = Field(
+    node_inputs: Literal[
+        "ids",
+        "degrees",
+        "ids+degrees",
+        "attributes",
+        "degrees+attributes",
+        "ids+attributes",
+        "ids+degrees+attributes",
+    ] = Field(
         "ids",
         description="what a node puts into its own and its neighbours' representations: ids, "
         "a learnt row per node (nodes seen in training only); degrees, an embedding of its "
         "log-binned out- and in-degree, so a node new since training gets vectors from the same "
-        "model; ids+degrees, both summed (recbatch.blade.model.NodeInputs)",
+        "model; attributes, the mean of learnt vectors of its category and catalogue attributes "
+        "(graph_nodes, from the products table); parts joined with + are summed "
+        "(recbatch.blade.model.NodeInputs)",
+    )
+    attribute_buckets: int = Field(
+        4096,
+        ge=1,
+        description="attribute inputs: hash buckets of the tokens 'category=<id>' and "
+        "'<attribute>=<value>' (one learnt vector each)",
+    )
+    attribute_tokens: int = Field(
+        8, ge=1, description="attribute inputs: tokens kept per node (category first)"
     )
     dim: int = Field(64, ge=2, description="width of the source and of the target embedding")
     shared_fraction: float = Field(

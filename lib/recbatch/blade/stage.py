@@ -41,6 +41,7 @@ from recbatch.blade.settings import Variant
 from recbatch.blade.train import TrainJob, train_blade
 from recbatch.config import RecbatchConfig, _join, local_path
 from recbatch.errors import RecbatchError
+from recbatch.graph.attributes import attribute_tokens
 from recbatch.graph.split import TRAIN
 from recbatch.graph.stage import sample_folder, samples_path, samples_stage
 from recbatch.graph.truth import planted_relations, truth_agreement
@@ -242,6 +243,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
         write_atomically(spark, train.repartition(files).write, edges_path)
     num_nodes = nodes.count()
     edge_count = spark.read.parquet(edges_path).count()
+    attributes_path = _write_node_attributes(spark, cfg, run_date, plan, nodes)
     version = model_version(cfg, run_date, plan, edge_count)
     log.info(
         "training %s (%s) on %d nodes, %d training edges, %s samples: %s",
@@ -253,7 +255,9 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
         ", ".join(plan.models),
     )
     trained = {
-        name: _train_gnn(spark, cfg, run_date, plan, name, edges_path, num_nodes, edge_count)
+        name: _train_gnn(
+            spark, cfg, run_date, plan, name, edges_path, num_nodes, edge_count, attributes_path
+        )
         for name in plan.models
     }
     if plan.job_settings.embedding == "composite":
@@ -342,6 +346,21 @@ def gnn_outputs(
     return out
 
 
+def _write_node_attributes(
+    spark: SparkSession, cfg: RecbatchConfig, run_date: date, plan: VariantPlan, nodes: DataFrame
+) -> str | None:
+    """The node-attribute Parquet the variant's GNNs read, when any reads attributes."""
+    readers = [s for s in plan.models.values() if "attributes" in s.node_inputs]
+    if not readers:
+        return None
+    settings = readers[0]
+    path = _work(cfg, run_date, "attributes")
+    tokens = attribute_tokens(nodes, settings.attribute_buckets, settings.attribute_tokens)
+    with timed(log, f"writing node attribute tokens to {path}"):
+        write_atomically(spark, tokens.repartition(1).write, path)
+    return _local_dir(path, "paths.work")
+
+
 def _train_gnn(
     spark: SparkSession,
     cfg: RecbatchConfig,
@@ -351,6 +370,7 @@ def _train_gnn(
     edges_path: str,
     num_nodes: int,
     edge_count: int,
+    attributes_path: str | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, or reuse when complete) one GNN of a variant in torch DDP processes."""
     settings = plan.models[name]
@@ -368,6 +388,7 @@ def _train_gnn(
         members=cfg.link_uncertainty.members if _writes_members(cfg, plan.variant) else 0,
         members_path=_local_dir(members_path(cfg, run_date, fingerprint), "paths.work"),
         members_seed=cfg.link_uncertainty.seed,
+        attributes_path=attributes_path if "attributes" in settings.node_inputs else None,
     )
     with timed(
         log, f"BLADE training ({plan.variant}: {name}, {settings.embedding}, {fingerprint})"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,13 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from recbatch.blade.data import EdgeBatch, edge_batches, edge_dataset, load_graph_samples
+from recbatch.blade.data import (
+    EdgeBatch,
+    edge_batches,
+    edge_dataset,
+    load_graph_samples,
+    load_node_attributes,
+)
 from recbatch.blade.loss import LossTerms, link_loss, pair_logits
 from recbatch.blade.model import BladeModel, GraphSamples
 from recbatch.blade.settings import BladeSettings
@@ -60,6 +66,8 @@ class TrainJob:
     """Monte-Carlo dropout draws of every node's (s, t) to write after training (0: none)."""
     members_path: str | None = None
     members_seed: int = 0
+    attributes_path: str | None = None
+    """The node-attribute Parquet (``blade.node_inputs`` with attributes), else None."""
     stop_after_epochs: int | None = field(default=None, compare=False)
     """Tests: stop (as if killed) after this many epochs of this run, checkpoint written."""
 
@@ -81,7 +89,19 @@ def build_model(job: TrainJob) -> BladeModel:
         dropout=s.dropout,
         combine=s.combine,
         node_inputs=s.node_inputs,
+        attribute_buckets=s.attribute_buckets if "attributes" in s.node_inputs else 0,
     )
+
+
+def graph_samples(job: TrainJob, samples_path: str, num_nodes: int) -> GraphSamples:
+    """The samples of a graph of ``num_nodes`` nodes, with the job's node attributes when its
+    model reads them (for a newer graph, ``job.attributes_path`` must be that graph's)."""
+    samples = load_graph_samples(samples_path, num_nodes, job.hops)
+    if "attributes" not in job.settings.node_inputs:
+        return samples
+    if job.attributes_path is None:
+        raise ValueError("blade.node_inputs reads attributes but the job has no attributes_path")
+    return replace(samples, attributes=load_node_attributes(job.attributes_path, num_nodes))
 
 
 def batch_loss(
@@ -165,7 +185,7 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     device = device_for_rank()
     s = job.settings
     torch.manual_seed(s.seed)
-    samples = load_graph_samples(job.samples_path, job.num_nodes, job.hops).to(device)
+    samples = graph_samples(job, job.samples_path, job.num_nodes).to(device)
     core = build_model(job)
     optimizer = torch.optim.Adam(core.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
     history: list[dict[str, Any]] = []
@@ -207,12 +227,20 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     }
 
 
-def embed_graph(job: TrainJob, samples_path: str, num_nodes: int, embeddings_path: str) -> int:
+def embed_graph(
+    job: TrainJob,
+    samples_path: str,
+    num_nodes: int,
+    embeddings_path: str,
+    attributes_path: str | None = None,
+) -> int:
     """The finished model of ``job`` applied to another graph's samples (``num_nodes`` nodes,
-    e.g. a newer graph with products added since training), its vectors written to
+    e.g. a newer graph with products added since training) and node attributes
+    (``attributes_path``, when the model reads them), its vectors written to
     ``embeddings_path`` as ``write_embeddings`` writes them. Needs node inputs that serve
-    unseen nodes (``blade.node_inputs`` degrees or ids+degrees) when the graph has more nodes;
-    with ids, a node's index must mean the same node in both graphs. Returns the nodes written."""
+    unseen nodes (``blade.node_inputs`` with degrees or attributes) when the graph has more
+    nodes; with ids, a node's index must mean the same node in both graphs. Returns the nodes
+    written."""
     checkpoint = load_checkpoint(job)
     if checkpoint is None or int(checkpoint["epoch"]) < job.settings.epochs:
         raise ValueError(
@@ -221,7 +249,8 @@ def embed_graph(job: TrainJob, samples_path: str, num_nodes: int, embeddings_pat
         )
     model = build_model(job)
     model.load_state_dict(checkpoint["model"])
-    samples = load_graph_samples(samples_path, num_nodes, job.hops)
+    newer = replace(job, attributes_path=attributes_path or job.attributes_path)
+    samples = graph_samples(newer, samples_path, num_nodes)
     write_embeddings(model, samples, embeddings_path)
     log.info(
         "embedded %d nodes (%d seen in training) with the model of %s",

@@ -57,3 +57,31 @@ def with_attributes(
             F.lit(None).cast("map<string,string>").alias("attributes"),
         )
     return nodes.join(attributes, "node_id", "left")
+
+
+def attribute_tokens(nodes: DataFrame, buckets: int, width: int) -> DataFrame:
+    """``node_index``, ``tokens``: each node's ``category=<id>`` and ``<key>=<value>`` tokens
+    (attributes in key order, category first), hashed into ``[0, buckets)`` and cut or padded
+    with -1 to ``width``: the fixed-length rows attribute inputs read.
+
+    Required columns: ``node_index``, ``category_id``, ``attributes`` (``graph_nodes``).
+    """
+    missing = {"node_index", *ATTRIBUTE_COLUMNS} - set(nodes.columns)
+    if missing:
+        raise ValueError(
+            f"node attributes need the columns {sorted(missing)} of graph_nodes: re-run the "
+            "graph stage for this run date (tables written before the catalogue have none)"
+        )
+    category = F.when(
+        F.col("category_id").isNotNull(),
+        F.array(F.concat(F.lit("category="), F.col("category_id").cast("string"))),
+    ).otherwise(F.array().cast("array<string>"))
+    entries = F.array_sort(
+        F.map_entries(F.coalesce(F.col("attributes"), F.create_map().cast("map<string,string>")))
+    )
+    pairs = F.transform(entries, lambda e: F.concat(e["key"], F.lit("="), e["value"]))
+    hashed = F.transform(
+        F.concat(category, pairs), lambda token: F.pmod(F.xxhash64(token), F.lit(buckets))
+    )
+    padding = F.array_repeat(F.lit(-1).cast("long"), width)
+    return nodes.select("node_index", F.slice(F.concat(hashed, padding), 1, width).alias("tokens"))
