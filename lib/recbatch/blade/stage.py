@@ -239,8 +239,14 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     edges_path = _work(cfg, run_date, "edges")
     train = training_edges(edges)
     files = max(cfg.blade.edge_files, cfg.blade.num_processes)
+    # Files by a hash of the edge, each sorted: what each rank trains on (its shard of the
+    # files, reshuffled per epoch by its seed) is then a function of the graph alone, not of
+    # how an upstream table happened to be laid out, so one graph gives one model.
+    laid_out = train.repartition(files, "src_index", "dst_index").sortWithinPartitions(
+        "src_index", "dst_index"
+    )
     with timed(log, f"writing training edges to {edges_path}"):
-        write_atomically(spark, train.repartition(files).write, edges_path)
+        write_atomically(spark, laid_out.write, edges_path)
     num_nodes = nodes.count()
     edge_count = spark.read.parquet(edges_path).count()
     attributes_path = _write_node_attributes(spark, cfg, run_date, plan, nodes)

@@ -35,11 +35,14 @@ TITLES = {
 STAGE_TABLES = (
     ("ingest", "events"),
     ("ingest", "quarantine"),
+    ("products", "products"),
     ("examples", "examples"),
     ("flip model + weights", "training_weights"),
     ("scores", "scores"),
     ("decisions", "decisions"),
 )
+OPTIONAL_TABLES = frozenset({"products"})
+"""Tables of optional inputs (a product catalogue): left out of the counts when absent."""
 
 FLIP_COLUMNS = (
     "run_date",
@@ -132,6 +135,8 @@ def counts_section(ctx: ReportContext) -> Section:
     counts = []
     for stage, name in STAGE_TABLES:
         frame = ctx.table(name)
+        if frame is None and name in OPTIONAL_TABLES:
+            continue
         if frame is None:
             counts.append(agg.RowCount(stage, name, None, None, present=False))
             continue
@@ -141,7 +146,8 @@ def counts_section(ctx: ReportContext) -> Section:
         html.paragraph(
             "Rows in each stage's Delta table. <em>Run date</em> counts the rows written for "
             f"{ctx.run_date.isoformat()}; events and examples accumulate across runs and have no "
-            "run date, so their bar shows the whole table."
+            "run date, and products is the catalogue as of the last run, so their bar shows the "
+            "whole table."
         ),
         _counts_table(counts),
         "<h3>Quarantine by reason</h3>",
