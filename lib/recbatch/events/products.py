@@ -232,13 +232,13 @@ def products_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, object
     """Validate the product catalogue into ``products`` and ``quarantine``; compare its ids
     with the events'. Without a catalogue, says so and writes nothing."""
     path = catalogue_input(spark, cfg)
-    check_events_id_type(spark, cfg.table_path("events"), cfg.ingest.ids)
     if path is None:
         log.info(
             "products: no catalogue (ingest.catalog_path unset, nothing at %s)",
             cfg.path("raw_catalog"),
         )
         return {"input_path": None, "products": 0, "rejected_rows": 0}
+    check_events_id_type(spark, cfg.table_path("events"), cfg.ingest.ids)
     try:
         raw = read_raw_catalogue(spark, path, cfg.ingest.catalog_format)
     except (InputNotFound, InputSchemaError) as err:
