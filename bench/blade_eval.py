@@ -60,6 +60,7 @@ from recbatch.blade.stage import (  # noqa: E402
     fit_variant_reranker,
     gnn_fingerprint,
     gnn_paths,
+    graph_is_described,
     train_graph_of,
     train_variant,
     variant_plan,
@@ -294,7 +295,7 @@ def tune_composite(
             update={"blade": cfg.blade.model_copy(update={"existence_embedding": existence})}
         )
         edges = train_variant(spark, tuned, "blade")["edges"]
-        plan = variant_plan(tuned, RUN_DATE, "blade")
+        plan = variant_plan(tuned, RUN_DATE, "blade", described=graph_is_described(nodes))
         channels = {
             name: spark.read.parquet(
                 gnn_paths(tuned, RUN_DATE, gnn_fingerprint(tuned, RUN_DATE, plan, name, edges))[1]

@@ -886,8 +886,12 @@ def test_fixed_fanout_variant_samples_a_constant_law_without_carry_over(data_roo
     fixed = variant_sampling(cfg, "fixed_fanout")
     assert (fixed.law, fixed.fill_from_farther_hops, fixed.constant_k) == ("constant", False, 10)
     assert variant_sampling(cfg, "blade") == cfg.sampling
-    plan = variant_plan(cfg, cfg.run_date, "single")
+    plan = variant_plan(cfg, cfg.run_date, "single", described=True)
     assert plan.job_settings.embedding == "single" and plan.job_settings.reverse_weight == 0
     assert plan.samples.endswith("/power") and variant_plan(
-        cfg, cfg.run_date, "fixed_fanout"
+        cfg, cfg.run_date, "fixed_fanout", described=True
     ).samples.endswith("/constant")
+    # attribute inputs where the graph's nodes are described, else what was there before them
+    assert plan.job_settings.node_inputs == "ids+attributes"
+    bare = variant_plan(cfg, cfg.run_date, "single", described=False)
+    assert bare.job_settings.node_inputs == "ids"

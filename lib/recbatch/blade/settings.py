@@ -73,8 +73,9 @@ class BladeSettings(_Section):
         "a learnt row per node (nodes seen in training only); degrees, an embedding of its "
         "log-binned out- and in-degree, so a node new since training gets vectors from the same "
         "model; attributes, the mean of learnt vectors of its category and catalogue attributes "
-        "(graph_nodes, from the products table); parts joined with + are summed "
-        "(recbatch.blade.model.NodeInputs)",
+        "(graph_nodes, from the products table), dropped by the blade stage where no node "
+        "has one (a graph without a catalogue trains as without it); parts joined with + are "
+        "summed (recbatch.blade.model.NodeInputs)",
     )
     attribute_buckets: int = Field(
         4096,

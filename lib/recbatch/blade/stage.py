@@ -157,11 +157,33 @@ def _work(cfg: RecbatchConfig, run_date: date, *parts: str) -> str:
     return path
 
 
-def variant_plan(cfg: RecbatchConfig, run_date: date, variant: str) -> VariantPlan:
-    """Where a trained variant reads its samples, and the settings it trains with."""
+def variant_plan(
+    cfg: RecbatchConfig, run_date: date, variant: str, *, described: bool
+) -> VariantPlan:
+    """Where a trained variant reads its samples, and the settings it trains with.
+
+    ``described``: whether the graph's nodes have catalogue attributes
+    (``graph_is_described``). Without any, attribute inputs have nothing to read, so they are
+    dropped from ``blade.node_inputs`` (``ids+attributes`` trains as ``ids``): a graph without a
+    catalogue gets exactly the model it got before attribute inputs existed."""
     settings = cfg.blade.model_copy(update=TRAINED_VARIANTS[variant])
+    if not described:
+        settings = settings.model_copy(update={"node_inputs": without_attributes(settings)})
     folder = sample_folder(variant_sampling(cfg, variant))
     return VariantPlan(variant, folder, samples_path(cfg, run_date, folder), settings)
+
+
+def without_attributes(settings: Any) -> str:
+    """``node_inputs`` less its attribute part, unless that is all it has."""
+    parts = [p for p in settings.node_inputs.split("+") if p != "attributes"]
+    return "+".join(parts) if parts else settings.node_inputs
+
+
+def graph_is_described(nodes: DataFrame) -> bool:
+    """Whether any node of ``graph_nodes`` has a category (so attribute inputs read something)."""
+    if "category_id" not in nodes.columns:
+        return False
+    return not nodes.where(F.col("category_id").isNotNull()).isEmpty()
 
 
 def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
@@ -234,7 +256,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     """Train one variant on the run date's graph; replace its rows of ``embeddings``."""
     run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
-    plan = variant_plan(cfg, run_date, variant)
+    plan = variant_plan(cfg, run_date, variant, described=graph_is_described(nodes))
     _ensure_samples(spark, cfg, run_date, variant)
     edges_path = _work(cfg, run_date, "edges")
     train = training_edges(edges)
@@ -337,7 +359,8 @@ def gnn_outputs(
     """Per GNN of a trained variant: its ``embeddings`` and ``members`` folders for the run date
     (the fingerprints the blade stage trained them under)."""
     run_date = cfg.effective_run_date()
-    plan = variant_plan(cfg, run_date, variant)
+    nodes, _ = _graph(spark, cfg, run_date)
+    plan = variant_plan(cfg, run_date, variant, described=graph_is_described(nodes))
     edges_path = _work(cfg, run_date, "edges")
     if not is_delta_table(spark, cfg.table_path("embeddings")) or local_path(edges_path) is None:
         raise BladeInputError("no trained BLADE for this run date: run the blade stage first")
