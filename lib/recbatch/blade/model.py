@@ -43,22 +43,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
+from recbatch.blade.settings import NodeInputKind
+
 SOURCE_ROLE = 0
 TARGET_ROLE = 1
 NODE_INPUT_PARTS = ("ids", "degrees", "attributes")
-NODE_INPUTS = (
-    "ids",
-    "degrees",
-    "ids+degrees",
-    "attributes",
-    "degrees+attributes",
-    "ids+attributes",
-    "ids+degrees+attributes",
-)
+NODE_INPUTS: tuple[str, ...] = get_args(NodeInputKind)
 DEGREE_BINS = 32
 """Degree bins: half a power of two each (``degree_bin``), the last one open (degree >= 2^15.5)."""
 

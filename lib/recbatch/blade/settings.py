@@ -19,6 +19,16 @@ Variant = Literal[
     "ppr_potential",
     "adamic_adar",
 ]
+NodeInputKind = Literal[
+    "ids",
+    "degrees",
+    "ids+degrees",
+    "attributes",
+    "degrees+attributes",
+    "ids+attributes",
+    "ids+degrees+attributes",
+]
+"""What a node puts into its representations (recbatch.blade.model.NodeInputs)."""
 TRAINING_FREE: tuple[str, ...] = ("popularity", "ppr", "ppr_potential", "adamic_adar")
 """Variants that learn nothing: the floor a trained model must clear."""
 
@@ -59,15 +69,7 @@ class BladeSettings(_Section):
         "nodes rarely link out). Changes no source's ranking of targets; moves scores compared "
         "across sources (pooled direction AUC, one global link threshold)",
     )
-    node_inputs: Literal[
-        "ids",
-        "degrees",
-        "ids+degrees",
-        "attributes",
-        "degrees+attributes",
-        "ids+attributes",
-        "ids+degrees+attributes",
-    ] = Field(
+    node_inputs: NodeInputKind = Field(
         "ids",
         description="what a node puts into its own and its neighbours' representations: ids, "
         "a learnt row per node (nodes seen in training only); degrees, an embedding of its "

@@ -38,7 +38,12 @@ from pyspark.storagelevel import StorageLevel
 
 from recbatch.config import RecbatchConfig
 from recbatch.events.ingest import IngestError, check_events_id_type
-from recbatch.events.readers import InputNotFound, InputSchemaError, _load
+from recbatch.events.readers import (
+    InputNotFound,
+    InputSchemaError,
+    load_input,
+    read_permissive_csv,
+)
 from recbatch.events.schema import CORRUPT_COLUMN
 from recbatch.io.delta import is_delta_table, replace_where, sql_literal_list
 from recbatch.io.fs import path_exists
@@ -48,8 +53,6 @@ from recbatch.log import get_logger, timed
 log = get_logger(__name__)
 
 KEY_COLUMNS = ("product_id", "category_id")
-PRODUCT_COLUMNS = ("product_id", "category_id", "attributes", "source")
-"""The ``products`` table."""
 
 DUPLICATE, CONFLICT = "duplicate", "conflicting_rows"
 
@@ -101,22 +104,16 @@ def read_raw_catalogue(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     """Every column as text as it arrived, plus ``raw_record`` (CSV lines that did not split)
     and ``source``; raises InputSchemaError without ``product_id`` and ``category_id``."""
     if fmt == "csv":
-        header = _load(lambda p: spark.read.option("header", True).csv(p), path).columns
+        header = load_input(lambda p: spark.read.option("header", True).csv(p), path).columns
         _require_keys(header, path)
         schema = StructType(
             [StructField(c, StringType(), True) for c in header]
             + [StructField(CORRUPT_COLUMN, StringType(), True)]
         )
-        raw = (
-            spark.read.schema(schema)
-            .option("header", True)
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
-            .csv(path)
-        )
+        raw = read_permissive_csv(spark, path, schema)
         corrupt = F.col(CORRUPT_COLUMN)
     elif fmt == "parquet":
-        raw = _load(lambda p: spark.read.parquet(p), path)
+        raw = load_input(lambda p: spark.read.parquet(p), path)
         header = raw.columns
         _require_keys(header, path)
         corrupt = F.lit(None).cast("string")

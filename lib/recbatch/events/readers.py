@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType, StringType, TimestampType
+from pyspark.sql.types import NumericType, StringType, StructType, TimestampType
 
 from recbatch.events.schema import (
     CORRUPT_COLUMN,
@@ -46,7 +46,7 @@ def _source() -> Column:
     return F.col("_metadata.file_path")
 
 
-def _load(reader_call, path: str) -> DataFrame:
+def load_input(reader_call, path: str) -> DataFrame:
     try:
         return reader_call(path)
     except AnalysisException as err:
@@ -57,19 +57,13 @@ def _load(reader_call, path: str) -> DataFrame:
 
 def read_canonical_csv(spark: SparkSession, path: str) -> DataFrame:
     """CSV with header ``user_id,item_id,category_id,event_type,event_ts`` (ISO-8601 times)."""
-    header = _load(lambda p: spark.read.option("header", True).csv(p), path).columns
+    header = load_input(lambda p: spark.read.option("header", True).csv(p), path).columns
     if tuple(header) != EVENT_COLUMNS:
         raise InputSchemaError(
             f"wrong schema in {path}: expected CSV header {','.join(EVENT_COLUMNS)}, "
             f"found {','.join(header) or '<empty>'}"
         )
-    raw = (
-        spark.read.schema(RAW_CSV_SCHEMA)
-        .option("header", True)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
-        .csv(path)
-    )
+    raw = read_permissive_csv(spark, path, RAW_CSV_SCHEMA)
     return raw.select(
         *EVENT_COLUMNS,
         parse_iso_timestamp(F.col("event_ts")).alias("parsed_ts"),
@@ -78,9 +72,21 @@ def read_canonical_csv(spark: SparkSession, path: str) -> DataFrame:
     )
 
 
+def read_permissive_csv(spark: SparkSession, path: str, schema: StructType) -> DataFrame:
+    """A headed CSV read as ``schema`` (all strings plus ``CORRUPT_COLUMN``): a line that does
+    not split into the header's fields is kept whole in the corrupt column, not dropped."""
+    return (
+        spark.read.schema(schema)
+        .option("header", True)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
+        .csv(path)
+    )
+
+
 def read_taobao_csv(spark: SparkSession, path: str) -> DataFrame:
     """Taobao UserBehavior: no header, ``user,item,category,behavior,unix_seconds``; pv -> view."""
-    raw = _load(
+    raw = load_input(
         lambda p: spark.read.schema(RAW_TAOBAO_SCHEMA)
         .option("header", False)
         .option("mode", "PERMISSIVE")
@@ -103,7 +109,7 @@ def read_taobao_csv(spark: SparkSession, path: str) -> DataFrame:
 
 def read_parquet(spark: SparkSession, path: str) -> DataFrame:
     """Parquet with the five event columns; ids numeric or text, time as timestamp or ISO text."""
-    raw = _load(lambda p: spark.read.parquet(p), path)
+    raw = load_input(lambda p: spark.read.parquet(p), path)
     missing = [c for c in EVENT_COLUMNS if c not in raw.columns]
     if missing:
         raise InputSchemaError(
