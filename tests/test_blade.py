@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from recbatch.blade.heldout import held_out_from_linkpred
 from recbatch.blade.loss import link_loss
 from recbatch.blade.model import BladeModel
 from recbatch.blade.recommend import TopK, top_columns, top_k_block, top_k_recommendations
+from recbatch.blade.reuse import load_trained_model, trained_model_folder
 from recbatch.blade.settings import BladeSettings
 from recbatch.blade.stage import (
     blade_stage,
@@ -45,6 +47,7 @@ from recbatch.blade.stage import (
     recommendations_stage,
 )
 from recbatch.blade.train import TrainJob, train_blade
+from recbatch.config import RecbatchConfig
 from recbatch.graph.stage import graph_stage, samples_stage
 from recbatch.links.stage import link_decisions_stage, link_scores_stage, link_thresholds_stage
 
@@ -160,7 +163,7 @@ def test_a_model_with_degree_inputs_embeds_a_newer_graph_without_retraining(
     with a 13th pair it never saw: the new pair's vectors are those of a seen pair of the same
     shape, so it gets the learnt direction (v ahead of u in the score); a model with ids refuses
     the newer graph, naming the setting."""
-    from recbatch.blade.train import embed_graph
+    from recbatch.blade.train import NewerGraph, embed_graph
 
     job, edges = _one_way_graph(tmp_path)
     job = replace(job, settings=job.settings.model_copy(update={"node_inputs": "degrees"}))
@@ -169,7 +172,7 @@ def test_a_model_with_degree_inputs_embeds_a_newer_graph_without_retraining(
     out = {u: [v] for u, v in newer_edges}
     into = {v: [u] for u, v in newer_edges}
     newer = _write_samples(tmp_path / "newer_samples", out, into, 26, width=3)
-    assert embed_graph(job, newer, 26, str(tmp_path / "newer")) == 26
+    assert embed_graph(job, NewerGraph(newer, 26, str(tmp_path / "newer"))) == 26
     sources, targets = _embeddings(replace(job, embeddings_path=str(tmp_path / "newer")))
     seen_s, seen_t = _embeddings(job)
     assert sources.shape[0] == 26
@@ -181,7 +184,40 @@ def test_a_model_with_degree_inputs_embeds_a_newer_graph_without_retraining(
     with_ids, _ = _one_way_graph(tmp_path / "ids")
     train_blade(with_ids)
     with pytest.raises(ValueError, match="node_inputs=ids"):
-        embed_graph(with_ids, newer, 26, str(tmp_path / "ids_newer"))
+        embed_graph(with_ids, NewerGraph(newer, 26, str(tmp_path / "ids_newer")))
+
+
+def test_a_newer_graph_that_numbers_nodes_afresh_reads_each_node_s_own_id_row(
+    tmp_path: Path,
+) -> None:
+    """A newer run date numbers its nodes afresh: a product new since training sorts first and
+    shifts every index by one. Through its model rows (node -> its row in the trained model,
+    -1 for the new one) every product gets exactly the vectors it had at training; read by
+    index instead, each would take its neighbour's ID row."""
+    from recbatch.blade.train import NewerGraph, embed_graph
+
+    job, edges = _one_way_graph(tmp_path)
+    job = replace(job, settings=job.settings.model_copy(update={"node_inputs": "ids+degrees"}))
+    train_blade(job)
+    shifted = [(u + 1, v + 1) for u, v in edges]
+    out = {u: [v] for u, v in shifted}
+    into = {v: [u] for u, v in shifted}
+    newer = _write_samples(tmp_path / "newer_samples", out, into, 25, width=3)
+    rows = tmp_path / "model_rows"
+    rows.mkdir()
+    frame = pd.DataFrame(
+        {"node_index": np.arange(25, dtype=np.int64), "model_row": np.arange(-1, 24)}
+    )
+    pq.write_table(pa.Table.from_pandas(frame), rows / "part-0.parquet")
+
+    embed_graph(job, NewerGraph(newer, 25, str(tmp_path / "by_row"), model_rows_path=str(rows)))
+    embed_graph(job, NewerGraph(newer, 25, str(tmp_path / "by_index")))
+    seen_s, seen_t = _embeddings(job)
+    by_row_s, by_row_t = _embeddings(replace(job, embeddings_path=str(tmp_path / "by_row")))
+    by_index_s, _ = _embeddings(replace(job, embeddings_path=str(tmp_path / "by_index")))
+    np.testing.assert_allclose(by_row_s[1:], seen_s, atol=1e-6)
+    np.testing.assert_allclose(by_row_t[1:], seen_t, atol=1e-6)
+    assert not np.allclose(by_index_s[1:], seen_s, atol=1e-3)
 
 
 def _write_attributes(folder: Path, tokens: list[list[int]], width: int = 3) -> str:
@@ -198,7 +234,7 @@ def test_attribute_inputs_carry_a_brand_to_a_product_new_since_training(tmp_path
     with node_inputs=attributes (tokens: brand, role), the same weights embed a newer graph with
     a brand-2 source that has no edge at all: its best targets are brand 2's, which only its
     catalogue attributes can tell (no edge, and ids would have no row for it)."""
-    from recbatch.blade.train import embed_graph
+    from recbatch.blade.train import NewerGraph, embed_graph
 
     def node(brand: int, role: int, j: int) -> int:
         return brand * 8 + role * 4 + j
@@ -236,7 +272,9 @@ def test_attribute_inputs_carry_a_brand_to_a_product_new_since_training(tmp_path
     train_blade(job)
     newer = _write_samples(tmp_path / "newer_samples", out, into, 33, width=4)
     newer_attributes = _write_attributes(tmp_path / "newer_attributes", [*tokens, [2, 4]])
-    written = embed_graph(job, newer, 33, str(tmp_path / "newer"), newer_attributes)
+    written = embed_graph(
+        job, NewerGraph(newer, 33, str(tmp_path / "newer"), attributes_path=newer_attributes)
+    )
     assert written == 33
     sources, targets = _embeddings(replace(job, embeddings_path=str(tmp_path / "newer")))
     scores = targets @ sources[32]
@@ -587,6 +625,31 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession) -> None:
 # --- the stages on local Spark --------------------------------------------------------------------
 
 
+BLADE_RUN_SETTINGS = (
+    "ingest.ids=string",
+    "graph.source=edge_list",
+    "graph.split=random",
+    "graph.powerlaw_max_dmin=3",
+    "sampling.k_min=2",
+    "sampling.k_max=6",
+    "sampling.files=2",
+    "blade.dim=16",
+    "blade.epochs=2",
+    "blade.batch_size=64",
+    "blade.edge_files=4",
+    "recommendations.top_k=5",
+    "recommendations.partitions=2",
+    "evaluation.negatives=50",
+    "evaluation.variants=[blade,single,popularity,ppr]",
+    "link_uncertainty.members=4",
+    "link_uncertainty.negatives_per_edge=5",
+    "link_thresholds.min_bucket_support=40",
+    "link_thresholds.score_bins=20",
+    "link_thresholds.target_precision=0.3",
+)
+"""The slow stage tests' settings (``blade_run``): 2 torch processes, 2 epochs, tiny widths."""
+
+
 @pytest.fixture(scope="module")
 def blade_run(spark: SparkSession, data_root: Path):
     """A small directed graph (edge list, random split) through graph, samples, blade,
@@ -608,30 +671,7 @@ def blade_run(spark: SparkSession, data_root: Path):
     path.write_text(
         "src\tdst\n" + "".join(f"{_product(a)}\t{_product(b)}\n" for a, b in sorted(edges))
     )
-    cfg = make_test_config(
-        root,
-        "ingest.ids=string",
-        "graph.source=edge_list",
-        f"graph.edge_list_path={path}",
-        "graph.split=random",
-        "graph.powerlaw_max_dmin=3",
-        "sampling.k_min=2",
-        "sampling.k_max=6",
-        "sampling.files=2",
-        "blade.dim=16",
-        "blade.epochs=2",
-        "blade.batch_size=64",
-        "blade.edge_files=4",
-        "recommendations.top_k=5",
-        "recommendations.partitions=2",
-        "evaluation.negatives=50",
-        "evaluation.variants=[blade,single,popularity,ppr]",
-        "link_uncertainty.members=4",
-        "link_uncertainty.negatives_per_edge=5",
-        "link_thresholds.min_bucket_support=40",
-        "link_thresholds.score_bins=20",
-        "link_thresholds.target_precision=0.3",
-    )
+    cfg = make_test_config(root, *BLADE_RUN_SETTINGS, f"graph.edge_list_path={path}")
     graph_stage(spark, cfg)
     samples_stage(spark, cfg)
     trained = blade_stage(spark, cfg)
@@ -714,6 +754,71 @@ def test_rerun_replaces_the_run_dates_rows(spark: SparkSession, blade_run) -> No
         before.sort_values(["product", "rank"]).reset_index(drop=True),
         after.sort_values(["product", "rank"]).reset_index(drop=True),
     )
+
+
+def _newer_run(
+    cfg, tmp_path: Path, day: str, edges: list[tuple[str, str]], *overrides: str
+) -> RecbatchConfig:
+    """``blade_run``'s settings on another run date and data root, with ``edges`` as its edge
+    list and ``blade_run``'s checkpoints, where the models it trained are recorded."""
+    root = tmp_path / day
+    root.mkdir()
+    path = root / "edges.tsv"
+    path.write_text("src\tdst\n" + "".join(f"{a}\t{b}\n" for a, b in edges))
+    return make_test_config(
+        root,
+        *BLADE_RUN_SETTINGS,
+        f"graph.edge_list_path={path}",
+        f"paths.checkpoints={cfg.path('checkpoints')}",
+        f"run_date={day}",
+        *overrides,
+    )
+
+
+@pytest.mark.slow
+def test_a_newer_run_date_is_served_by_the_last_model_until_a_product_needs_training(
+    spark: SparkSession, blade_run, tmp_path: Path
+) -> None:
+    """blade.model_max_age_days=3: the next day's graph (20 more edges, the same products) is
+    embedded by the day before's model without training. Its vectors carry that model's
+    version, its MC-dropout draws feed the link scores, and its recommendations are the
+    re-ranked top 5 of every product. A product new the day after that has no input in an
+    ``ids`` model, so that day trains, and records its own model."""
+    cfg, edges, *_ = blade_run
+    trained_version = _delta(spark, cfg, "embeddings").query("variant == 'blade'")
+    trained_version = trained_version["model_version"].iloc[0]
+    products = sorted({p for edge in edges for p in edge})
+    rng = np.random.default_rng(5)
+    more = set(edges)
+    while len(more) < len(edges) + 20:
+        a, b = rng.choice(len(products), 2, replace=False)
+        more.add((products[a], products[b]))
+
+    next_day = _newer_run(cfg, tmp_path, "2026-02-02", sorted(more), "blade.model_max_age_days=3")
+    graph_stage(spark, next_day)
+    samples_stage(spark, next_day)
+    served = blade_stage(spark, next_day)
+    assert served["reused_from"] == "2026-02-01" and served["epochs"] == 0
+    assert served["new_products"] == 0 and served["rerank"]["val_edges"] > 0
+    embeddings = _delta(spark, next_day, "embeddings")
+    assert set(embeddings["model_version"]) == {trained_version}
+    assert sorted(embeddings["product"]) == products
+    recommended = recommendations_stage(spark, next_day)
+    recs = _delta(spark, next_day, "recommendations")
+    assert recommended["rows"] == len(recs) == 5 * len(products)
+    assert set(recs["model_version"]) == {f"{trained_version}+rerank"}
+    scored = link_scores_stage(spark, next_day)
+    assert scored["rows"] > 0 and scored["members"] > 1
+
+    with_new = sorted({*more, (products[0], "B999999999"), ("B999999999", products[1])})
+    day_after = _newer_run(cfg, tmp_path, "2026-02-03", with_new, "blade.model_max_age_days=3")
+    graph_stage(spark, day_after)
+    samples_stage(spark, day_after)
+    retrained = blade_stage(spark, day_after)
+    assert "reused_from" not in retrained and retrained["epochs"] == 2
+    assert retrained["model_version"] != trained_version
+    recorded = load_trained_model(trained_model_folder(day_after, date(2026, 2, 3), "blade"))
+    assert recorded is not None and recorded.num_nodes == len(products) + 1
 
 
 @pytest.mark.slow

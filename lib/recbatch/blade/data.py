@@ -100,6 +100,23 @@ def load_node_attributes(path: str, num_nodes: int, batch_size: int = 65536) -> 
     return tokens
 
 
+MODEL_ROW_COLUMNS = ("node_index", "model_row")
+"""The model-row Parquet (written by ``blade.reuse``): each node's ID row in a model trained on
+an older graph, -1 for a node that graph did not have."""
+
+
+def load_model_rows(path: str, num_nodes: int, batch_size: int = 65536) -> torch.Tensor:
+    """``[num_nodes]`` long: each node's row in the older model (-1 where it had none, and for
+    every node the file does not list)."""
+    rows = torch.full((num_nodes,), -1, dtype=torch.long)
+    for batch in iter_torch_batches(path, batch_size=batch_size, columns=MODEL_ROW_COLUMNS):
+        nodes = batch["node_index"].long()
+        if nodes.numel() and (nodes.min() < 0 or nodes.max() >= num_nodes):
+            raise ValueError(f"{path} has node indices outside 0..{num_nodes - 1}: another graph?")
+        rows[nodes] = batch["model_row"].long()
+    return rows
+
+
 def edge_dataset(
     path: str, *, batch_size: int, shard: int, shard_count: int, seed: int
 ) -> ParquetBatches:

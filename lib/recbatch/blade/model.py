@@ -104,10 +104,27 @@ class GraphSamples:
     attributes: Tensor | None = None
     """[nodes, tokens] long: each node's hashed catalogue tokens, -1 in an empty slot
     (``recbatch.blade.data.load_node_attributes``); what attribute inputs read."""
+    model_rows: Tensor | None = None
+    """[nodes] long: each node's ID row in a model trained on another graph (an older run
+    date's, whose dense node indices differ), -1 for a node that graph did not have
+    (``recbatch.blade.data.load_model_rows``); None: a node's index is its row."""
+
+    def unseen_nodes(self, trained_nodes: int) -> int:
+        """How many of these nodes have no ID row in a model trained on ``trained_nodes``."""
+        if self.model_rows is not None:
+            return int((self.model_rows < 0).sum())
+        return max(0, self.num_nodes - trained_nodes)
 
     def to(self, device: torch.device) -> GraphSamples:
-        attributes = None if self.attributes is None else self.attributes.to(device)
-        return GraphSamples(self.out.to(device), self.into.to(device), attributes)
+        def moved(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return GraphSamples(
+            self.out.to(device),
+            self.into.to(device),
+            moved(self.attributes),
+            moved(self.model_rows),
+        )
 
 
 class NodeInputs(nn.Module):
@@ -159,9 +176,10 @@ class NodeInputs(nn.Module):
     def _vectors(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
         parts = []
         if self.ids is not None:
-            known = nodes < self.num_nodes
-            rows = self.ids(torch.where(known, nodes, torch.zeros_like(nodes)))
-            parts.append(rows * known.unsqueeze(-1))
+            rows = nodes if samples.model_rows is None else samples.model_rows[nodes]
+            known = (rows >= 0) & (rows < self.num_nodes)
+            vectors = self.ids(torch.where(known, rows, torch.zeros_like(rows)))
+            parts.append(vectors * known.unsqueeze(-1))
         if self.out_degree is not None and self.in_degree is not None:
             if samples.out.degree is None or samples.into.degree is None:
                 raise ValueError("degree inputs need the samples' degree column")
@@ -267,12 +285,18 @@ class BladeModel(nn.Module):
     def _inputs(self, table: NodeInputs, samples: GraphSamples) -> Inputs:
         return lambda index: table(samples, index)
 
+    @property
+    def inductive(self) -> bool:
+        """Whether a node unseen in training gets an input of its own (degrees, attributes)."""
+        return self.source_or_shared_input.inductive
+
     def _check_nodes(self, samples: GraphSamples) -> None:
-        if samples.num_nodes > self.num_nodes and not self.source_or_shared_input.inductive:
+        unseen = samples.unseen_nodes(self.num_nodes)
+        if unseen and not self.inductive:
             raise ValueError(
-                f"the samples hold {samples.num_nodes} nodes, the model was trained on "
-                f"{self.num_nodes}: blade.node_inputs={self.node_inputs} has no input for a node "
-                "unseen in training (degrees or attributes have)"
+                f"{unseen} of the samples' {samples.num_nodes} nodes are unseen by the model, "
+                f"trained on {self.num_nodes}: blade.node_inputs={self.node_inputs} has no input "
+                "for a node unseen in training (degrees or attributes have)"
             )
 
     @property

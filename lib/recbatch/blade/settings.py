@@ -33,6 +33,11 @@ TRAINING_FREE: tuple[str, ...] = ("popularity", "ppr", "ppr_potential", "adamic_
 """Variants that learn nothing: the floor a trained model must clear."""
 
 
+SERVING_SETTINGS = frozenset({"model_max_age_days"})
+"""``blade`` settings that choose which model serves, not what a model learns: left out of a
+model's fingerprint, so changing them never retrains."""
+
+
 class BladeSettings(_Section):
     """The dual-embedding GNN and how the torch workers train it."""
 
@@ -115,6 +120,14 @@ class BladeSettings(_Section):
     num_processes: int = Field(2, ge=1, description="torch DDP processes (TorchDistributor)")
     edge_files: int = Field(8, ge=1, description="Parquet files of the training edges")
     seed: int = Field(0, ge=0)
+    model_max_age_days: int = Field(
+        0,
+        ge=0,
+        description="serve with the latest model trained within this many days before the run "
+        "date on the same settings, embedding the run date's graph with it instead of "
+        "training (a nightly refresh that retrains weekly: 6); products new since then get "
+        "vectors from their attributes, degrees and neighbours. 0: train every run date",
+    )
 
     @model_validator(mode="after")
     def _symmetric_without_reverse(self) -> BladeSettings:

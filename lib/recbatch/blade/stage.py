@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +39,16 @@ from recbatch.blade.evaluate import (
 from recbatch.blade.heldout import held_out_from_graph, one_way_flags
 from recbatch.blade.recommend import rerank_recommendations, top_k_recommendations
 from recbatch.blade.rerank import RerankScorer, RerankWeights, fit_reranker
-from recbatch.blade.settings import Variant
-from recbatch.blade.train import TrainJob, train_blade
+from recbatch.blade.reuse import (
+    UNSEEN,
+    TrainedModel,
+    latest_trained_model,
+    model_rows,
+    record_trained_model,
+    trained_model_folder,
+)
+from recbatch.blade.settings import SERVING_SETTINGS, Variant
+from recbatch.blade.train import NewerGraph, TrainJob, embed_graph, train_blade
 from recbatch.config import RecbatchConfig, _join, local_path
 from recbatch.errors import RecbatchError
 from recbatch.graph.attributes import attribute_tokens
@@ -191,20 +201,36 @@ def variant_sampling(cfg: RecbatchConfig, variant: str) -> Any:
     return cfg.sampling.model_copy(update=SAMPLING_VARIANTS.get(variant, {}))
 
 
+GRAPH_LOCATIONS = frozenset({"edge_list_path", "nodes_path"})
+"""``graph`` settings that say where a graph is read from, not how it is built: a newer run
+date's edge list may sit elsewhere and still be served by the same model."""
+
+
+def _settings_payload(cfg: RecbatchConfig, plan: VariantPlan, settings: Any) -> dict[str, Any]:
+    return {
+        "blade": settings.model_dump(mode="json", exclude=SERVING_SETTINGS),
+        "sampling": variant_sampling(cfg, plan.variant).model_dump(mode="json"),
+        "law": plan.law,
+        "graph": cfg.graph.model_dump(mode="json"),
+    }
+
+
+def _hash(payload: dict[str, Any], length: int = 10) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def _digest(cfg: RecbatchConfig, plan: VariantPlan, settings: Any, edges: int) -> str:
     """A hash of what decides a model's weights: its settings, the sampling settings and law,
     the graph settings and size (so a changed input never reuses weights)."""
-    payload = json.dumps(
-        {
-            "blade": settings.model_dump(mode="json"),
-            "sampling": variant_sampling(cfg, plan.variant).model_dump(mode="json"),
-            "law": plan.law,
-            "graph": cfg.graph.model_dump(mode="json"),
-            "edges": edges,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
+    return _hash({**_settings_payload(cfg, plan, settings), "edges": edges})
+
+
+def settings_digest(cfg: RecbatchConfig, plan: VariantPlan) -> str:
+    """A hash of the settings a variant trains with, less the graph's size and location: what
+    must match for an older run date's model to serve this one (``recbatch.blade.reuse``)."""
+    payload = _settings_payload(cfg, plan, plan.job_settings)
+    graph = {k: v for k, v in payload["graph"].items() if k not in GRAPH_LOCATIONS}
+    return _hash({**payload, "graph": graph})
 
 
 def model_version(cfg: RecbatchConfig, run_date: date, plan: VariantPlan, edges: int) -> str:
@@ -252,60 +278,56 @@ def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, va
     samples_stage(spark, cfg.model_copy(update={"sampling": sampling}))
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The model that gives a run date's vectors, trained now or earlier: its version, and per
+    GNN the folders of this run date's vectors (``embeddings``) and MC-dropout draws
+    (``members``)."""
+
+    version: str
+    gnns: dict[str, dict[str, str]]
+    summary: dict[str, Any]
+
+
 def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
-    """Train one variant on the run date's graph; replace its rows of ``embeddings``."""
+    """Give every node of the run date's graph its vectors from the variant's model: trained
+    now, or an older run date's (``blade.model_max_age_days``, ``recbatch.blade.reuse``).
+    Replace its rows of ``embeddings``."""
     run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
     plan = variant_plan(cfg, run_date, variant, described=graph_is_described(nodes))
     _ensure_samples(spark, cfg, run_date, variant)
-    edges_path = _work(cfg, run_date, "edges")
-    train = training_edges(edges)
-    files = max(cfg.blade.edge_files, cfg.blade.num_processes)
-    # Files by a hash of the edge, each sorted: what each rank trains on (its shard of the
-    # files, reshuffled per epoch by its seed) is then a function of the graph alone, not of
-    # how an upstream table happened to be laid out, so one graph gives one model.
-    laid_out = train.repartition(files, "src_index", "dst_index").sortWithinPartitions(
-        "src_index", "dst_index"
-    )
-    with timed(log, f"writing training edges to {edges_path}"):
-        write_atomically(spark, laid_out.write, edges_path)
     num_nodes = nodes.count()
-    edge_count = spark.read.parquet(edges_path).count()
     attributes_path = _write_node_attributes(spark, cfg, run_date, plan, nodes)
-    version = model_version(cfg, run_date, plan, edge_count)
-    log.info(
-        "training %s (%s) on %d nodes, %d training edges, %s samples: %s",
-        variant,
-        version,
-        num_nodes,
-        edge_count,
-        plan.law,
-        ", ".join(plan.models),
-    )
-    trained = {
-        name: _train_gnn(
-            spark, cfg, run_date, plan, name, edges_path, num_nodes, edge_count, attributes_path
+    older = latest_trained_model(cfg, run_date, variant, settings_digest(cfg, plan))
+    served = None
+    if older is not None:
+        served = _embed_with_older_model(
+            spark, cfg, run_date, plan, nodes, num_nodes, older, attributes_path
         )
-        for name in plan.models
-    }
+    if served is None:
+        served = _train_variant_gnns(
+            spark, cfg, run_date, plan, nodes, num_nodes, edges, attributes_path
+        )
+    _write_served_record(cfg, run_date, variant, served)
     if plan.job_settings.embedding == "composite":
         vectors = compose_embeddings(
             spark,
-            spark.read.parquet(trained["existence"]["embeddings"]),
-            spark.read.parquet(trained["direction"]["embeddings"]),
+            spark.read.parquet(served.gnns["existence"]["embeddings"]),
+            spark.read.parquet(served.gnns["direction"]["embeddings"]),
             nodes,
             direction_weight=plan.job_settings.direction_weight,
             potential_weight=plan.job_settings.potential_weight,
             source_prior_weight=plan.job_settings.source_prior_weight,
         )
     else:
-        vectors = spark.read.parquet(trained["model"]["embeddings"])
+        vectors = spark.read.parquet(served.gnns["model"]["embeddings"])
     embeddings = vectors.join(
         nodes.select("node_index", F.col("node_id").alias("product")), "node_index"
     ).select(
         F.lit(run_date).alias("run_date"),
         F.lit(variant).alias("variant"),
-        F.lit(version).alias("model_version"),
+        F.lit(served.version).alias("model_version"),
         "node_index",
         "product",
         "source",
@@ -322,17 +344,189 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     )
     summary = {
         "variant": variant,
-        "model_version": version,
+        "model_version": served.version,
         "nodes": num_nodes,
-        "edges": edge_count,
-        "epochs": max(t["epochs"] for t in trained.values()),
-        "resumed_from_epoch": min(t["resumed_from_epoch"] for t in trained.values()),
-        "final_loss": {name: t["final_loss"] for name, t in trained.items()},
-        "edges_per_s": round(float(np.mean([t["edges_per_s"] for t in trained.values()])), 1),
+        **served.summary,
         "export": export,
     }
     log.info("BLADE %s: %s", variant, summary)
     return summary
+
+
+def _train_variant_gnns(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    run_date: date,
+    plan: VariantPlan,
+    nodes: DataFrame,
+    num_nodes: int,
+    edges: DataFrame,
+    attributes_path: str | None,
+) -> ServedModel:
+    """Train the variant's GNNs on the run date's training edges and record the model for
+    later run dates (``record_trained_model``)."""
+    edges_path = _work(cfg, run_date, "edges")
+    train = training_edges(edges)
+    files = max(cfg.blade.edge_files, cfg.blade.num_processes)
+    # Files by a hash of the edge, each sorted: what each rank trains on (its shard of the
+    # files, reshuffled per epoch by its seed) is then a function of the graph alone, not of
+    # how an upstream table happened to be laid out, so one graph gives one model.
+    laid_out = train.repartition(files, "src_index", "dst_index").sortWithinPartitions(
+        "src_index", "dst_index"
+    )
+    with timed(log, f"writing training edges to {edges_path}"):
+        write_atomically(spark, laid_out.write, edges_path)
+    edge_count = spark.read.parquet(edges_path).count()
+    version = model_version(cfg, run_date, plan, edge_count)
+    log.info(
+        "training %s (%s) on %d nodes, %d training edges, %s samples: %s",
+        plan.variant,
+        version,
+        num_nodes,
+        edge_count,
+        plan.law,
+        ", ".join(plan.models),
+    )
+    fingerprints = {
+        name: gnn_fingerprint(cfg, run_date, plan, name, edge_count) for name in plan.models
+    }
+    trained = {
+        name: _train_gnn(
+            spark, cfg, run_date, plan, name, edges_path, num_nodes, edge_count, attributes_path
+        )
+        for name in plan.models
+    }
+    record_trained_model(
+        spark,
+        TrainedModel(
+            variant=plan.variant,
+            run_date=run_date.isoformat(),
+            model_version=version,
+            settings_digest=settings_digest(cfg, plan),
+            num_nodes=num_nodes,
+            gnns={
+                name: {
+                    "fingerprint": fingerprint,
+                    "checkpoint_dir": gnn_paths(cfg, run_date, fingerprint)[0],
+                }
+                for name, fingerprint in fingerprints.items()
+            },
+            folder=trained_model_folder(cfg, run_date, plan.variant),
+        ),
+        nodes,
+    )
+    return ServedModel(
+        version,
+        {
+            name: {
+                "embeddings": trained[name]["embeddings"],
+                "members": members_path(cfg, run_date, fingerprint),
+            }
+            for name, fingerprint in fingerprints.items()
+        },
+        {
+            "edges": edge_count,
+            "epochs": max(t["epochs"] for t in trained.values()),
+            "resumed_from_epoch": min(t["resumed_from_epoch"] for t in trained.values()),
+            "final_loss": {name: t["final_loss"] for name, t in trained.items()},
+            "edges_per_s": round(float(np.mean([t["edges_per_s"] for t in trained.values()])), 1),
+        },
+    )
+
+
+def _embed_with_older_model(
+    spark: SparkSession,
+    cfg: RecbatchConfig,
+    run_date: date,
+    plan: VariantPlan,
+    nodes: DataFrame,
+    num_nodes: int,
+    older: TrainedModel,
+    attributes_path: str | None,
+) -> ServedModel | None:
+    """The run date's vectors from ``older``'s weights, without training; None (train instead)
+    where the graph has products the model cannot embed: new since its training, with
+    ``blade.node_inputs`` that has no input for them (``ids`` alone)."""
+    rows = model_rows(nodes, spark.read.parquet(older.nodes_path))
+    rows_path = _work(cfg, run_date, "model_rows", plan.variant)
+    write_atomically(spark, rows.repartition(1).write, rows_path)
+    unseen = spark.read.parquet(rows_path).where(F.col("model_row") == UNSEEN).count()
+    inductive = all(
+        "degrees" in s.node_inputs or "attributes" in s.node_inputs for s in plan.models.values()
+    )
+    if unseen and not inductive:
+        log.info(
+            "%d products are new since the %s model of %s and blade.node_inputs=%s has no input "
+            "for them: training on %s instead",
+            unseen,
+            plan.variant,
+            older.run_date,
+            plan.job_settings.node_inputs,
+            run_date,
+        )
+        return None
+    log.info(
+        "serving %s on %s with the model of %s (%s): embedding %d products, %d new since",
+        plan.variant,
+        run_date,
+        older.run_date,
+        older.model_version,
+        num_nodes,
+        unseen,
+    )
+    gnns = {}
+    for name, settings in plan.models.items():
+        record = older.gnns[name]
+        embeddings_dir, draws_dir = (
+            gnn_paths(cfg, run_date, record["fingerprint"])[1],
+            members_path(cfg, run_date, record["fingerprint"]),
+        )
+        writes_members = _writes_members(cfg, plan.variant)
+        job = TrainJob(
+            samples_path=plan.samples,
+            edges_path="",
+            checkpoint_dir=record["checkpoint_dir"],
+            embeddings_path="",
+            num_nodes=older.num_nodes,
+            hops=cfg.sampling.hops,
+            settings=settings,
+            fingerprint=record["fingerprint"],
+            members=cfg.link_uncertainty.members if writes_members else 0,
+            members_seed=cfg.link_uncertainty.seed,
+        )
+        graph = NewerGraph(
+            samples_path=plan.samples,
+            num_nodes=num_nodes,
+            embeddings_path=_local_dir(embeddings_dir, "paths.work"),
+            attributes_path=attributes_path if "attributes" in settings.node_inputs else None,
+            model_rows_path=_local_dir(rows_path, "paths.work")
+            if "ids" in settings.node_inputs
+            else None,
+            members_path=_local_dir(draws_dir, "paths.work") if writes_members else None,
+        )
+        with timed(log, f"embedding {run_date} with {plan.variant}: {name} of {older.run_date}"):
+            embed_graph(job, graph)
+        gnns[name] = {"embeddings": graph.embeddings_path, "members": draws_dir}
+    return ServedModel(
+        older.model_version,
+        gnns,
+        {"reused_from": older.run_date, "new_products": unseen, "epochs": 0},
+    )
+
+
+def _served_record_path(cfg: RecbatchConfig, run_date: date, variant: str) -> str:
+    return _work(cfg, run_date, "served", f"{variant}.json")
+
+
+def _write_served_record(
+    cfg: RecbatchConfig, run_date: date, variant: str, served: ServedModel
+) -> None:
+    """Which model's vectors and draws a run date's variant has, for the stages after it."""
+    path = Path(_local_dir(_served_record_path(cfg, run_date, variant), "paths.work"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"version": served.version, "gnns": served.gnns}, indent=2))
+    os.replace(partial, path)
 
 
 def gnn_paths(cfg: RecbatchConfig, run_date: date, fingerprint: str) -> tuple[str, str]:
@@ -356,23 +550,16 @@ def _writes_members(cfg: RecbatchConfig, variant: str) -> bool:
 def gnn_outputs(
     spark: SparkSession, cfg: RecbatchConfig, variant: str
 ) -> dict[str, dict[str, str]]:
-    """Per GNN of a trained variant: its ``embeddings`` and ``members`` folders for the run date
-    (the fingerprints the blade stage trained them under)."""
+    """Per GNN of a trained variant: its ``embeddings`` and ``members`` folders for the run date,
+    as the blade stage wrote them (trained now or served by an older model)."""
     run_date = cfg.effective_run_date()
-    nodes, _ = _graph(spark, cfg, run_date)
-    plan = variant_plan(cfg, run_date, variant, described=graph_is_described(nodes))
-    edges_path = _work(cfg, run_date, "edges")
-    if not is_delta_table(spark, cfg.table_path("embeddings")) or local_path(edges_path) is None:
-        raise BladeInputError("no trained BLADE for this run date: run the blade stage first")
-    edge_count = spark.read.parquet(edges_path).count()
-    out = {}
-    for name in plan.models:
-        fingerprint = gnn_fingerprint(cfg, run_date, plan, name, edge_count)
-        out[name] = {
-            "embeddings": gnn_paths(cfg, run_date, fingerprint)[1],
-            "members": members_path(cfg, run_date, fingerprint),
-        }
-    return out
+    path = local_path(_served_record_path(cfg, run_date, variant))
+    if not is_delta_table(spark, cfg.table_path("embeddings")) or path is None or not path.exists():
+        raise BladeInputError(
+            f"no trained BLADE for {run_date.isoformat()}: run the blade stage first "
+            f"(./spark-submit.sh train_blade --run-date {run_date.isoformat()})"
+        )
+    return json.loads(path.read_text())["gnns"]
 
 
 def _write_node_attributes(

@@ -29,6 +29,7 @@ from recbatch.blade.data import (
     edge_batches,
     edge_dataset,
     load_graph_samples,
+    load_model_rows,
     load_node_attributes,
 )
 from recbatch.blade.loss import LossTerms, link_loss, pair_logits
@@ -227,20 +228,29 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     }
 
 
-def embed_graph(
-    job: TrainJob,
-    samples_path: str,
-    num_nodes: int,
-    embeddings_path: str,
-    attributes_path: str | None = None,
-) -> int:
-    """The finished model of ``job`` applied to another graph's samples (``num_nodes`` nodes,
-    e.g. a newer graph with products added since training) and node attributes
-    (``attributes_path``, when the model reads them), its vectors written to
-    ``embeddings_path`` as ``write_embeddings`` writes them. Needs node inputs that serve
-    unseen nodes (``blade.node_inputs`` with degrees or attributes) when the graph has more
-    nodes; with ids, a node's index must mean the same node in both graphs. Returns the nodes
-    written."""
+@dataclass(frozen=True)
+class NewerGraph:
+    """A graph to embed with a finished model trained on another (``embed_graph``): its
+    samples and node inputs, and where its vectors go."""
+
+    samples_path: str
+    num_nodes: int
+    embeddings_path: str
+    attributes_path: str | None = None
+    """Its node attributes, when the model reads them."""
+    model_rows_path: str | None = None
+    """Each node's ID row in the model (``recbatch.blade.data.MODEL_ROW_COLUMNS``), when the
+    model has ID rows and the graphs' node indices differ; None: the index is the row."""
+    members_path: str | None = None
+    """Where its MC-dropout draws go, when the model's job writes draws."""
+
+
+def embed_graph(job: TrainJob, graph: NewerGraph) -> int:
+    """The finished model of ``job`` applied to another graph (e.g. a newer run date's, with
+    products added since training), its vectors written as ``write_embeddings`` writes them,
+    and its ``job.members`` MC-dropout draws where ``graph.members_path`` is given. Nodes the
+    model never saw need node inputs that serve them (``blade.node_inputs`` with degrees or
+    attributes). Returns the nodes written."""
     checkpoint = load_checkpoint(job)
     if checkpoint is None or int(checkpoint["epoch"]) < job.settings.epochs:
         raise ValueError(
@@ -249,16 +259,22 @@ def embed_graph(
         )
     model = build_model(job)
     model.load_state_dict(checkpoint["model"])
-    newer = replace(job, attributes_path=attributes_path or job.attributes_path)
-    samples = graph_samples(newer, samples_path, num_nodes)
-    write_embeddings(model, samples, embeddings_path)
+    newer = replace(job, attributes_path=graph.attributes_path or job.attributes_path)
+    samples = graph_samples(newer, graph.samples_path, graph.num_nodes)
+    if graph.model_rows_path is not None:
+        samples = replace(
+            samples, model_rows=load_model_rows(graph.model_rows_path, graph.num_nodes)
+        )
+    write_embeddings(model, samples, graph.embeddings_path)
+    if job.members and graph.members_path is not None:
+        write_members(model, samples, replace(job, members_path=graph.members_path))
     log.info(
-        "embedded %d nodes (%d seen in training) with the model of %s",
-        num_nodes,
-        min(num_nodes, job.num_nodes),
+        "embedded %d nodes (%d unseen in training) with the model of %s",
+        graph.num_nodes,
+        samples.unseen_nodes(job.num_nodes),
         job.checkpoint_dir,
     )
-    return num_nodes
+    return graph.num_nodes
 
 
 def _train_epoch(
