@@ -36,7 +36,7 @@ from recbatch.blade.evaluate import (
 )
 from recbatch.blade.heldout import held_out_from_linkpred
 from recbatch.blade.loss import link_loss
-from recbatch.blade.model import BladeModel
+from recbatch.blade.model import BladeModel, GraphSamples, NodeSamples
 from recbatch.blade.recommend import TopK, top_columns, top_k_block, top_k_recommendations
 from recbatch.blade.reuse import load_trained_model, trained_model_folder
 from recbatch.blade.settings import BladeSettings
@@ -142,6 +142,39 @@ def _ranks_of_one_way_edges(
         return int((scores[query] > scores[query, target]).sum()) + 1
 
     return [rank(u, v) for u, v in edges], [rank(v, u) for u, v in edges], scores
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_sparse_id_rows_move_only_the_rows_a_step_touched(sparse: bool) -> None:
+    """Two steps on batches of different nodes. With sparse ID rows (lazy Adam) the rows the
+    second batch does not touch keep the values the first step gave them, and the ID tables'
+    gradients are sparse; with dense Adam the first step's moments keep moving them."""
+    from recbatch.blade.train import RowwiseAdam
+
+    samples = GraphSamples(
+        NodeSamples(torch.full((8, 2), -1), torch.zeros(8, 2, dtype=torch.bool), 2),
+        NodeSamples(torch.full((8, 2), -1), torch.zeros(8, 2, dtype=torch.bool), 2),
+    )
+    torch.manual_seed(0)
+    model = BladeModel(8, dim=4, layers=2, hops=2, embedding="directional", sparse_ids=sparse)
+    optimizer = RowwiseAdam(model, learning_rate=0.1, weight_decay=0.0)
+    assert optimizer.mode == ("sparse" if sparse else "dense")
+    rows = model.source_input.ids.weight
+
+    def step(nodes: list[int]) -> None:
+        optimizer.zero_grad()
+        sources, targets = model(samples, torch.tensor(nodes))
+        (sources * targets).sum().backward()
+        assert rows.grad is not None and rows.grad.is_sparse == sparse
+        optimizer.step()
+
+    step([0, 1])
+    after_first = rows.detach().clone()
+    step([2, 3])
+    moved = (rows.detach() != after_first).any(dim=1)
+    assert moved[2:4].all()
+    assert bool(moved[:2].any()) != sparse  # dense Adam's momentum moves rows 0 and 1 again
+    assert not moved[4:].any()  # never touched: zero moments either way
 
 
 def test_trained_model_ranks_v_for_u_and_not_u_for_v(tmp_path: Path) -> None:

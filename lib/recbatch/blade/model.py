@@ -133,15 +133,24 @@ class NodeInputs(nn.Module):
 
     The degree embedding reads the node's out- and in-degree bins from the samples of the graph
     being embedded (``NodeSamples.degree``), the attribute part its tokens
-    (``GraphSamples.attributes``): nothing stored at training time."""
+    (``GraphSamples.attributes``): nothing stored at training time. ``sparse_ids``: the ID
+    table's gradient holds only the rows a batch touched, so a training step costs the batch,
+    not the catalogue (``recbatch.blade.train.RowwiseAdam``)."""
 
-    def __init__(self, num_nodes: int, dim: int, kind: str, attribute_buckets: int = 0) -> None:
+    def __init__(
+        self,
+        num_nodes: int,
+        dim: int,
+        kind: str,
+        attribute_buckets: int = 0,
+        sparse_ids: bool = False,
+    ) -> None:
         super().__init__()
         if kind not in NODE_INPUTS:
             raise ValueError(f"unknown node inputs {kind!r}; expected one of {NODE_INPUTS}")
         parts = kind.split("+")
         self.num_nodes = num_nodes
-        self.ids = nn.Embedding(num_nodes, dim) if "ids" in parts else None
+        self.ids = nn.Embedding(num_nodes, dim, sparse=sparse_ids) if "ids" in parts else None
         degrees = "degrees" in parts
         self.out_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
         self.in_degree = nn.Embedding(DEGREE_BINS, dim) if degrees else None
@@ -164,34 +173,48 @@ class NodeInputs(nn.Module):
         return vectors.sum(-2) / present.sum(-2).clamp(min=1)
 
     def forward(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
-        """The inputs of ``nodes`` (any shape). With attributes, computed once per distinct node
-        and gathered: a batch's neighbourhood slots repeat nodes many times over and an
-        attribute input costs a lookup per token (half the step time on the embedded default);
-        an ID or degree lookup is cheaper than the sort that finds the distinct nodes."""
-        if self.tokens is None:
+        """The inputs of ``nodes`` (any shape). With attributes or sparse ID rows, computed once
+        per distinct node and gathered: a batch's neighbourhood slots repeat nodes many times
+        over, an attribute input costs a lookup per token (half the step time on the embedded
+        default), and a sparse gradient holds a row per lookup, which the optimizer sorts;
+        a dense ID or degree lookup is cheaper than the sort that finds the distinct nodes."""
+        if self.tokens is None and not (self.ids is not None and self.ids.sparse):
             return self._vectors(samples, nodes)
         distinct, where = torch.unique(nodes, return_inverse=True)
         return self._vectors(samples, distinct)[where]
 
+    def _id_rows(self, rows: Tensor, known: Tensor) -> Tensor:
+        """The ID rows ``rows`` where ``known``, zero elsewhere (an empty slot, an unseen node).
+        A sparse table reads only the known rows, so its gradient names no other row: lazy Adam
+        would otherwise move row 0 on every step's momentum."""
+        assert self.ids is not None
+        if not self.ids.sparse:
+            vectors = self.ids(torch.where(known, rows, torch.zeros_like(rows)))
+            return vectors * known.unsqueeze(-1)
+        vectors = self.ids.weight.new_zeros((*rows.shape, self.ids.embedding_dim))
+        vectors[known] = self.ids(rows[known])
+        return vectors
+
     def _vectors(self, samples: GraphSamples, nodes: Tensor) -> Tensor:
         parts = []
+        present = nodes >= 0  # -1: an empty sample slot (its vector is masked out)
+        node = nodes.clamp(min=0)
         if self.ids is not None:
-            rows = nodes if samples.model_rows is None else samples.model_rows[nodes]
-            known = (rows >= 0) & (rows < self.num_nodes)
-            vectors = self.ids(torch.where(known, rows, torch.zeros_like(rows)))
-            parts.append(vectors * known.unsqueeze(-1))
+            rows = node if samples.model_rows is None else samples.model_rows[node]
+            known = present & (rows >= 0) & (rows < self.num_nodes)
+            parts.append(self._id_rows(rows, known))
         if self.out_degree is not None and self.in_degree is not None:
             if samples.out.degree is None or samples.into.degree is None:
                 raise ValueError("degree inputs need the samples' degree column")
-            parts.append(self.out_degree(degree_bin(samples.out.degree[nodes])))
-            parts.append(self.in_degree(degree_bin(samples.into.degree[nodes])))
+            parts.append(self.out_degree(degree_bin(samples.out.degree[node])))
+            parts.append(self.in_degree(degree_bin(samples.into.degree[node])))
         if self.tokens is not None:
-            parts.append(self._attributes(samples, nodes))
+            parts.append(self._attributes(samples, node))
         return torch.stack(parts).sum(0)
 
 
 Inputs = Callable[[Tensor], Tensor]
-"""Node indices (any shape) -> their input vectors (that shape + [dim])."""
+"""Node indices (any shape; -1 for an empty sample slot) -> their input vectors (shape + [dim])."""
 
 
 def hop_means(inputs: Inputs, samples: NodeSamples, nodes: Tensor) -> list[Tensor]:
@@ -200,7 +223,7 @@ def hop_means(inputs: Inputs, samples: NodeSamples, nodes: Tensor) -> list[Tenso
     Empty hops give a zero vector (a node without out-edges has nothing to aggregate)."""
     index = samples.index[nodes].view(len(nodes), samples.hops, samples.width)
     mask = samples.mask[nodes].view(len(nodes), samples.hops, samples.width)
-    vectors = inputs(index.clamp(min=0)) * mask.unsqueeze(-1)
+    vectors = inputs(index) * mask.unsqueeze(-1)
     counts = mask.sum(-1, keepdim=True).clamp(min=1)
     means = vectors.sum(2) / counts
     return list(means.unbind(1))
@@ -255,6 +278,7 @@ class BladeModel(nn.Module):
         combine: str = "mean",
         node_inputs: str = "ids",
         attribute_buckets: int = 0,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
         if embedding not in ("dual", "directional", "single"):
@@ -271,11 +295,17 @@ class BladeModel(nn.Module):
         self.input_dim = dim
         self.node_inputs = node_inputs
         if shared:
-            self.shared_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
+            self.shared_input = NodeInputs(
+                num_nodes, dim, node_inputs, attribute_buckets, sparse_ids
+            )
             self.shared = RoleEncoder(1 + 2 * hops, dim, shared, layers, dropout, combine)
         if directional:
-            self.source_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
-            self.target_input = NodeInputs(num_nodes, dim, node_inputs, attribute_buckets)
+            self.source_input = NodeInputs(
+                num_nodes, dim, node_inputs, attribute_buckets, sparse_ids
+            )
+            self.target_input = NodeInputs(
+                num_nodes, dim, node_inputs, attribute_buckets, sparse_ids
+            )
             self.source = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
             self.target = RoleEncoder(1 + hops, dim, directional, layers, dropout, combine)
         for module in self.modules():

@@ -120,6 +120,15 @@ class BladeSettings(_Section):
     num_processes: int = Field(2, ge=1, description="torch DDP processes (TorchDistributor)")
     edge_files: int = Field(8, ge=1, description="Parquet files of the training edges")
     seed: int = Field(0, ge=0)
+    row_updates: Literal["auto", "sparse", "dense"] = Field(
+        "auto",
+        description="how the per-node ID rows learn: sparse, each step updates only the rows "
+        "its batch touched (lazy Adam; a step's cost follows the batch, not the catalogue); "
+        "dense, Adam over the whole table every step (what NCCL's dense all-reduce needs); "
+        "auto: sparse on CPU where the table has more rows than one step can read (batch x "
+        "(2 + negatives) x (1 + sample slots)), else dense (a GPU updates a million rows in "
+        "milliseconds)",
+    )
     model_max_age_days: int = Field(
         0,
         ge=0,

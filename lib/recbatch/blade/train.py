@@ -73,7 +73,67 @@ class TrainJob:
     """Tests: stop (as if killed) after this many epochs of this run, checkpoint written."""
 
 
-def build_model(job: TrainJob) -> BladeModel:
+def lookups_per_step(settings: BladeSettings, samples: GraphSamples) -> int:
+    """The most ID rows one step can read: each node of its batch (sources, targets,
+    negatives), and every sample slot of each, both roles."""
+    nodes = settings.batch_size * (2 + settings.negatives)
+    return nodes * (1 + samples.out.index.shape[1] + samples.into.index.shape[1])
+
+
+def sparse_id_rows(settings: BladeSettings, device: torch.device, samples: GraphSamples) -> bool:
+    """Whether the ID rows train with sparse gradients (``blade.row_updates``). ``auto``: on
+    CPU, where the table has more rows than a step can read (``lookups_per_step``): below that,
+    a step's sparse gradient is as large as the table and dense Adam is cheaper; above, dense
+    Adam's cost follows the catalogue and the sparse one's the batch. On a GPU, dense."""
+    if settings.row_updates == "auto":
+        return device.type == "cpu" and samples.num_nodes > lookups_per_step(settings, samples)
+    return settings.row_updates == "sparse"
+
+
+class RowwiseAdam:
+    """Adam for the dense parameters, and for the per-node ID rows either the same Adam or, with
+    sparse ID tables, lazy Adam (``torch.optim.SparseAdam``): only the rows a step touched move
+    and keep moments.
+
+    Why: an ID table has a row per product, and a step touches a few thousand. Dense Adam
+    updates every row every step and DDP all-reduces the whole gradient, so the step costs the
+    catalogue: 16 ms of Adam at 10k products, 3 s at 1M (``bench/blade_scale.py``). Sparse
+    gradients make it the batch's, and gloo all-reduces them as they are. ``weight_decay``
+    applies to the dense parameters only (SparseAdam has none)."""
+
+    def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float) -> None:
+        rows = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+        sparse = {id(p) for p in rows}
+        dense = [p for p in model.parameters() if id(p) not in sparse]
+        self.dense = torch.optim.Adam(dense, lr=learning_rate, weight_decay=weight_decay)
+        self.rows = torch.optim.SparseAdam(rows, lr=learning_rate) if rows else None
+
+    @property
+    def mode(self) -> str:
+        """``sparse`` or ``dense``: what a checkpoint's optimizer state holds."""
+        return "dense" if self.rows is None else "sparse"
+
+    def zero_grad(self) -> None:
+        self.dense.zero_grad(set_to_none=True)
+        if self.rows is not None:
+            self.rows.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.dense.step()
+        if self.rows is not None:
+            self.rows.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        rows = None if self.rows is None else self.rows.state_dict()
+        return {"mode": self.mode, "dense": self.dense.state_dict(), "rows": rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dense.load_state_dict(state["dense"])
+        if self.rows is not None:
+            self.rows.load_state_dict(state["rows"])
+
+
+def build_model(job: TrainJob, sparse_ids: bool = False) -> BladeModel:
     s = job.settings
     if s.embedding == "composite":
         raise ValueError(
@@ -91,6 +151,7 @@ def build_model(job: TrainJob) -> BladeModel:
         combine=s.combine,
         node_inputs=s.node_inputs,
         attribute_buckets=s.attribute_buckets if "attributes" in s.node_inputs else 0,
+        sparse_ids=sparse_ids,
     )
 
 
@@ -158,7 +219,7 @@ def load_checkpoint(job: TrainJob) -> dict[str, Any] | None:
 def save_checkpoint(
     job: TrainJob,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: RowwiseAdam,
     epoch: int,
     history: list[dict],
 ) -> None:
@@ -187,11 +248,15 @@ def train_blade(job: TrainJob) -> dict[str, Any]:
     s = job.settings
     torch.manual_seed(s.seed)
     samples = graph_samples(job, job.samples_path, job.num_nodes).to(device)
-    core = build_model(job)
-    optimizer = torch.optim.Adam(core.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+    core = build_model(job, sparse_id_rows(s, device, samples))
+    optimizer = RowwiseAdam(core, s.learning_rate, s.weight_decay)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     checkpoint = load_checkpoint(job)
+    if checkpoint is not None and checkpoint["optimizer"].get("mode") != optimizer.mode:
+        if rank == 0:
+            log.info("the checkpoint's row updates are not %s: starting afresh", optimizer.mode)
+        checkpoint = None
     if checkpoint is not None:
         core.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -279,7 +344,7 @@ def embed_graph(job: TrainJob, graph: NewerGraph) -> int:
 
 def _train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: RowwiseAdam,
     samples: GraphSamples,
     dataset: Any,
     epoch: int,
