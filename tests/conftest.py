@@ -46,6 +46,9 @@ DEMO_GRAPH_FILTERS = ("min_support", "min_lift")
 defaults (every co-purchase an edge), so their small graphs keep their edges."""
 TEST_WORLD_TARGET = "thresholds.target_precision=0.045"
 """The conversion thresholds' target in that milder world (~4% of test views convert)."""
+TEST_NODE_INPUTS = "blade.node_inputs_candidates=[]"
+"""BLADE trains ``blade.node_inputs`` alone in the stage tests: choosing among candidates trains
+each (``test_blade`` covers the choice)."""
 TEST_MODEL_SEEDS = "conversion.model_seeds=1"
 """One conversion model per method in the stage tests (the demo's 3 triple their training);
 ``test_conversion`` trains several seeds on purpose."""
@@ -75,6 +78,7 @@ def make_test_config(data_root: Path, *overrides: str) -> RecbatchConfig:
             *world,
             TEST_WORLD_TARGET,
             TEST_MODEL_SEEDS,
+            TEST_NODE_INPUTS,
             *overrides,
         ],
     )

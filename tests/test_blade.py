@@ -44,7 +44,11 @@ from recbatch.blade.stage import (
     blade_stage,
     evaluation_stage,
     export_path,
+    node_input_candidates,
     recommendations_stage,
+    settings_digest,
+    variant_plan,
+    with_node_inputs,
 )
 from recbatch.blade.train import TrainJob, train_blade
 from recbatch.config import RecbatchConfig
@@ -852,6 +856,50 @@ def test_a_newer_run_date_is_served_by_the_last_model_until_a_product_needs_trai
     assert retrained["model_version"] != trained_version
     recorded = load_trained_model(trained_model_folder(day_after, date(2026, 2, 3), "blade"))
     assert recorded is not None and recorded.num_nodes == len(products) + 1
+
+
+def test_node_input_candidates_are_what_the_graph_can_feed() -> None:
+    cfg = make_test_config(
+        Path("/tmp/unused"),
+        "blade.node_inputs_candidates=[ids+attributes,attributes,ids,ids+degrees+attributes]",
+    )
+    assert node_input_candidates(cfg, described=True) == [
+        "ids+attributes",
+        "attributes",
+        "ids",
+        "ids+degrees+attributes",
+    ]
+    # without a catalogue: ids+attributes and ids are one model; attributes alone reads nothing
+    assert node_input_candidates(cfg, described=False) == ["ids", "ids+degrees"]
+
+
+@pytest.mark.slow
+def test_the_blade_stage_serves_the_node_inputs_that_rank_val_edges_best(
+    spark: SparkSession, blade_run, tmp_path: Path
+) -> None:
+    """Two candidates are trained and ranked on the run's val edges; the better serves, and
+    the embeddings are its model's."""
+    cfg, edges, *_ = blade_run
+    run = _newer_run(
+        cfg, tmp_path, "2026-02-04", edges, "blade.node_inputs_candidates=[ids,ids+degrees]"
+    )
+    graph_stage(spark, run)
+    samples_stage(spark, run)
+    summary = blade_stage(spark, run)
+    choice = summary["node_inputs_choice"]
+    assert choice["by"] == "val edges" and set(choice["val"]) == {"ids", "ids+degrees"}
+    best = max((v["hits_100"], v["mrr"]) for v in choice["val"].values())
+    assert (
+        choice["val"][choice["chosen"]]["hits_100"],
+        choice["val"][choice["chosen"]]["mrr"],
+    ) == best
+    recorded = load_trained_model(trained_model_folder(run, date(2026, 2, 4), "blade"))
+    assert recorded is not None and recorded.model_version == summary["model_version"]
+    chosen = with_node_inputs(run, choice["chosen"])
+    plan = variant_plan(chosen, date(2026, 2, 4), "blade", described=False)
+    assert recorded.settings_digest == settings_digest(chosen, plan)
+    served = _delta(spark, run, "embeddings")
+    assert set(served["model_version"]) == {summary["model_version"]}
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from conftest import code_graph_filters
+from conftest import TEST_NODE_INPUTS, code_graph_filters
 
 from recbatch.config import PROJECT_ROOT
 
@@ -284,6 +284,7 @@ def cluster_pipeline(standalone_cluster) -> PipelineRun:
         f"paths.data_root={data_root}",
         f"run_date={PIPELINE_DATE}",
         *code_graph_filters(),
+        TEST_NODE_INPUTS,
         # 14 days with W = 3 days: the flip model needs 2W of history before its cutoff, the
         # conversion split trains before T = end - (3 test days + W) and tests on the next 3.
         "generator.n_users=2000",

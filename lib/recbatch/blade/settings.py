@@ -33,7 +33,7 @@ TRAINING_FREE: tuple[str, ...] = ("popularity", "ppr", "ppr_potential", "adamic_
 """Variants that learn nothing: the floor a trained model must clear."""
 
 
-SERVING_SETTINGS = frozenset({"model_max_age_days"})
+SERVING_SETTINGS = frozenset({"model_max_age_days", "node_inputs_candidates"})
 """``blade`` settings that choose which model serves, not what a model learns: left out of a
 model's fingerprint, so changing them never retrains."""
 
@@ -83,6 +83,14 @@ class BladeSettings(_Section):
         "(graph_nodes, from the products table), dropped by the blade stage where no node "
         "has one (a graph without a catalogue trains as without it); parts joined with + are "
         "summed (recbatch.blade.model.NodeInputs)",
+    )
+    node_inputs_candidates: list[NodeInputKind] = Field(
+        default_factory=list,
+        description="node inputs chosen per run on its val edges: the blade stage trains each "
+        "(without a catalogue: attribute parts dropped, attributes alone left out; duplicates "
+        "once) and serves the one whose embeddings rank the val edges best (Hits@100 against "
+        "evaluation.negatives sampled targets; ties: MRR, then the earlier candidate); empty "
+        "or one: blade.node_inputs as set",
     )
     attribute_buckets: int = Field(
         4096,

@@ -184,9 +184,21 @@ def variant_plan(
 
 
 def without_attributes(settings: Any) -> str:
-    """``node_inputs`` less its attribute part, unless that is all it has."""
-    parts = [p for p in settings.node_inputs.split("+") if p != "attributes"]
-    return "+".join(parts) if parts else settings.node_inputs
+    """``node_inputs`` less its attribute part; an error where that is all it has (without a
+    catalogue every node's input would be the same zero vector)."""
+    kind = _without_attributes(settings.node_inputs)
+    if kind is None:
+        raise BladeInputError(
+            "blade.node_inputs=attributes needs product attributes, and no node of the graph "
+            "has a category: ingest a catalogue (ingest.catalog_path) or train with ids or "
+            "degrees"
+        )
+    return kind
+
+
+def _without_attributes(node_inputs: str) -> str | None:
+    parts = [p for p in node_inputs.split("+") if p != "attributes"]
+    return "+".join(parts) if parts else None
 
 
 def graph_is_described(nodes: DataFrame) -> bool:
@@ -638,12 +650,93 @@ def _embeddings(
 
 
 def blade_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
-    """The ``blade`` pipeline stage: train the configured model (variant ``blade``), then fit
-    its pair scorer on the run's val edges (``rerank``)."""
+    """The ``blade`` pipeline stage: train the configured model (variant ``blade``; its node
+    inputs chosen on the run's val edges where ``blade.node_inputs_candidates`` lists several),
+    then fit its pair scorer on the run's val edges (``rerank``)."""
+    cfg, choice = choose_node_inputs(spark, cfg)
     summary = train_variant(spark, cfg, "blade")
+    if choice:
+        summary["node_inputs_choice"] = choice
     if cfg.rerank.enabled:
         summary["rerank"] = fit_variant_reranker(spark, cfg, "blade")
     return summary
+
+
+def with_node_inputs(cfg: RecbatchConfig, node_inputs: str) -> RecbatchConfig:
+    """``cfg`` with ``blade.node_inputs`` set."""
+    return cfg.model_copy(
+        update={"blade": cfg.blade.model_copy(update={"node_inputs": node_inputs})}
+    )
+
+
+def node_input_candidates(cfg: RecbatchConfig, described: bool) -> list[str]:
+    """``blade.node_inputs_candidates`` as this graph can feed them: where no node has a
+    category, attribute parts dropped and attributes alone left out; each distinct result
+    once, in the listed order."""
+    out: list[str] = []
+    for kind in cfg.blade.node_inputs_candidates:
+        resolved = kind if described else _without_attributes(kind)
+        if resolved is not None and resolved not in out:
+            out.append(resolved)
+    return out
+
+
+def choose_node_inputs(
+    spark: SparkSession, cfg: RecbatchConfig
+) -> tuple[RecbatchConfig, dict[str, Any]]:
+    """``cfg`` with the node inputs BLADE serves this run, and the choice's record (empty
+    where there was nothing to choose).
+
+    Which inputs generalise depends on the graph (ID rows fit a node's own edges; attributes
+    and degrees carry to products with few or none), so the choice is made per run on data
+    no model trained on: each candidate is trained, and its composite embeddings rank the
+    run's val edges against ``evaluation.negatives`` sampled targets; the best Hits@100 serves
+    (the evaluation's headline metric; ties: the better MRR, then the earlier candidate). The winner's GNNs are not trained again (their checkpoints
+    are complete). Where an older model may serve (``blade.model_max_age_days``) and one of a
+    candidate's settings is recorded, that candidate serves without training."""
+    run_date = cfg.effective_run_date()
+    nodes, edges = _graph(spark, cfg, run_date)
+    candidates = node_input_candidates(cfg, graph_is_described(nodes))
+    if len(candidates) < 2:
+        chosen = candidates[0] if candidates else cfg.blade.node_inputs
+        return with_node_inputs(cfg, chosen), {}
+    for kind in candidates:
+        option = with_node_inputs(cfg, kind)
+        plan = variant_plan(option, run_date, "blade", described=graph_is_described(nodes))
+        if latest_trained_model(option, run_date, "blade", settings_digest(option, plan)):
+            log.info("node inputs %s: a recorded model of these settings serves", kind)
+            return option, {"chosen": kind, "by": "recorded model"}
+    num_nodes = nodes.count()
+    held = held_out_from_graph(
+        edges, "val", num_nodes, cfg.evaluation.negatives, cfg.evaluation.seed
+    ).localCheckpoint()
+    if held.isEmpty():
+        log.warning(
+            "no val edges (graph.split=%s) to choose node inputs on: serving blade.node_inputs=%s",
+            cfg.graph.split,
+            cfg.blade.node_inputs,
+        )
+        return cfg, {}
+    plain = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"enabled": False})})
+    scores: dict[str, dict[str, float]] = {}
+    for kind in candidates:
+        option = with_node_inputs(plain, kind)
+        train_variant(spark, option, "blade")
+        rows = evaluate_variants(spark, option, held, nodes, edges, ["blade"])
+        overall = next(r for r in rows if r["bucket"] == "all")
+        scores[kind] = {"hits_100": float(overall["hits_100"]), "mrr": float(overall["mrr"])}
+
+    def rank(kind: str) -> tuple[float, float, int]:
+        return scores[kind]["hits_100"], scores[kind]["mrr"], -candidates.index(kind)
+
+    chosen = max(candidates, key=rank)
+    log.info(
+        "node inputs chosen on %d val edges: %s (val Hits@100 / MRR: %s)",
+        held.count(),
+        chosen,
+        ", ".join(f"{k} {v['hits_100']:.3f} / {v['mrr']:.3f}" for k, v in scores.items()),
+    )
+    return with_node_inputs(cfg, chosen), {"chosen": chosen, "by": "val edges", "val": scores}
 
 
 def rerank_path(cfg: RecbatchConfig, run_date: date, version: str) -> str:
