@@ -292,19 +292,28 @@ def _ensure_samples(spark: SparkSession, cfg: RecbatchConfig, run_date: date, va
 
 @dataclass(frozen=True)
 class ServedModel:
-    """The model that gives a run date's vectors, trained now or earlier: its version, and per
-    GNN the folders of this run date's vectors (``embeddings``) and MC-dropout draws
-    (``members``)."""
+    """The model that gives a run date's vectors, trained now or earlier: its version, per GNN
+    the folders of this run date's vectors (``embeddings``) and MC-dropout draws
+    (``members``), the settings it was planned with, and its record for later run dates
+    (``trained``; None where an older model served)."""
 
     version: str
     gnns: dict[str, dict[str, str]]
     summary: dict[str, Any]
+    plan: VariantPlan
+    trained: TrainedModel | None
 
 
 def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
     """Give every node of the run date's graph its vectors from the variant's model: trained
     now, or an older run date's (``blade.model_max_age_days``, ``recbatch.blade.reuse``).
     Replace its rows of ``embeddings``."""
+    return publish_variant(spark, cfg, serve_variant(spark, cfg, variant))
+
+
+def serve_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> ServedModel:
+    """The variant's vectors of the run date's graph, from an older run date's model where
+    one may serve, else from training (or from complete checkpoints); nothing published."""
     run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
     plan = variant_plan(cfg, run_date, variant, described=graph_is_described(nodes))
@@ -312,16 +321,27 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     num_nodes = nodes.count()
     attributes_path = _write_node_attributes(spark, cfg, run_date, plan, nodes)
     older = latest_trained_model(cfg, run_date, variant, settings_digest(cfg, plan))
-    served = None
     if older is not None:
         served = _embed_with_older_model(
             spark, cfg, run_date, plan, nodes, num_nodes, older, attributes_path
         )
-    if served is None:
-        served = _train_variant_gnns(
-            spark, cfg, run_date, plan, nodes, num_nodes, edges, attributes_path
-        )
+        if served is not None:
+            return served
+    return _train_variant_gnns(spark, cfg, run_date, plan, nodes, num_nodes, edges, attributes_path)
+
+
+def publish_variant(
+    spark: SparkSession, cfg: RecbatchConfig, served: ServedModel
+) -> dict[str, Any]:
+    """Compose the served vectors, replace the variant's rows of ``embeddings``, export them
+    for the referee, and record which model served (and, when it was trained now, the model
+    itself for later run dates). Returns the variant's summary."""
+    run_date = cfg.effective_run_date()
+    plan, variant = served.plan, served.plan.variant
+    nodes, _ = _graph(spark, cfg, run_date)
     _write_served_record(cfg, run_date, variant, served)
+    if served.trained is not None:
+        record_trained_model(spark, served.trained, nodes)
     if plan.job_settings.embedding == "composite":
         vectors = compose_embeddings(
             spark,
@@ -357,7 +377,7 @@ def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dic
     summary = {
         "variant": variant,
         "model_version": served.version,
-        "nodes": num_nodes,
+        "nodes": nodes.count(),
         **served.summary,
         "export": export,
     }
@@ -375,8 +395,8 @@ def _train_variant_gnns(
     edges: DataFrame,
     attributes_path: str | None,
 ) -> ServedModel:
-    """Train the variant's GNNs on the run date's training edges and record the model for
-    later run dates (``record_trained_model``)."""
+    """Train the variant's GNNs on the run date's training edges (or take their complete
+    checkpoints); the model's record for later run dates is written when it is published."""
     edges_path = _work(cfg, run_date, "edges")
     train = training_edges(edges)
     files = max(cfg.blade.edge_files, cfg.blade.num_processes)
@@ -408,24 +428,20 @@ def _train_variant_gnns(
         )
         for name in plan.models
     }
-    record_trained_model(
-        spark,
-        TrainedModel(
-            variant=plan.variant,
-            run_date=run_date.isoformat(),
-            model_version=version,
-            settings_digest=settings_digest(cfg, plan),
-            num_nodes=num_nodes,
-            gnns={
-                name: {
-                    "fingerprint": fingerprint,
-                    "checkpoint_dir": gnn_paths(cfg, run_date, fingerprint)[0],
-                }
-                for name, fingerprint in fingerprints.items()
-            },
-            folder=trained_model_folder(cfg, run_date, plan.variant),
-        ),
-        nodes,
+    record = TrainedModel(
+        variant=plan.variant,
+        run_date=run_date.isoformat(),
+        model_version=version,
+        settings_digest=settings_digest(cfg, plan),
+        num_nodes=num_nodes,
+        gnns={
+            name: {
+                "fingerprint": fingerprint,
+                "checkpoint_dir": gnn_paths(cfg, run_date, fingerprint)[0],
+            }
+            for name, fingerprint in fingerprints.items()
+        },
+        folder=trained_model_folder(cfg, run_date, plan.variant),
     )
     return ServedModel(
         version,
@@ -443,6 +459,8 @@ def _train_variant_gnns(
             "final_loss": {name: t["final_loss"] for name, t in trained.items()},
             "edges_per_s": round(float(np.mean([t["edges_per_s"] for t in trained.values()])), 1),
         },
+        plan,
+        record,
     )
 
 
@@ -523,6 +541,8 @@ def _embed_with_older_model(
         older.model_version,
         gnns,
         {"reused_from": older.run_date, "new_products": unseen, "epochs": 0},
+        plan,
+        None,
     )
 
 
@@ -653,8 +673,11 @@ def blade_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
     """The ``blade`` pipeline stage: train the configured model (variant ``blade``; its node
     inputs chosen on the run's val edges where ``blade.node_inputs_candidates`` lists several),
     then fit its pair scorer on the run's val edges (``rerank``)."""
-    cfg, choice = choose_node_inputs(spark, cfg)
-    summary = train_variant(spark, cfg, "blade")
+    cfg, choice, served = choose_node_inputs(spark, cfg)
+    if served is not None:
+        summary = publish_variant(spark, cfg, served)
+    else:
+        summary = train_variant(spark, cfg, "blade")
     if choice:
         summary["node_inputs_choice"] = choice
     if cfg.rerank.enabled:
@@ -683,29 +706,31 @@ def node_input_candidates(cfg: RecbatchConfig, described: bool) -> list[str]:
 
 def choose_node_inputs(
     spark: SparkSession, cfg: RecbatchConfig
-) -> tuple[RecbatchConfig, dict[str, Any]]:
-    """``cfg`` with the node inputs BLADE serves this run, and the choice's record (empty
-    where there was nothing to choose).
+) -> tuple[RecbatchConfig, dict[str, Any], ServedModel | None]:
+    """``cfg`` with the node inputs BLADE serves this run, the choice's record (empty where
+    there was nothing to choose), and the chosen candidate's vectors where the choice trained
+    them (to publish as they are: None where nothing was trained to choose).
 
     Which inputs generalise depends on the graph (ID rows fit a node's own edges; attributes
     and degrees carry to products with few or none), so the choice is made per run on data
     no model trained on: each candidate is trained, and its composite embeddings rank the
     run's val edges against ``evaluation.negatives`` sampled targets; the best Hits@100 serves
-    (the evaluation's headline metric; ties: the better MRR, then the earlier candidate). The winner's GNNs are not trained again (their checkpoints
-    are complete). Where an older model may serve (``blade.model_max_age_days``) and one of a
+    (the evaluation's headline metric; ties: the better MRR, then the earlier candidate). The
+    winner's vectors are published as they were trained, without training or embedding
+    again. Where an older model may serve (``blade.model_max_age_days``) and one of a
     candidate's settings is recorded, that candidate serves without training."""
     run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
     candidates = node_input_candidates(cfg, graph_is_described(nodes))
     if len(candidates) < 2:
         chosen = candidates[0] if candidates else cfg.blade.node_inputs
-        return with_node_inputs(cfg, chosen), {}
+        return with_node_inputs(cfg, chosen), {}, None
     for kind in candidates:
         option = with_node_inputs(cfg, kind)
         plan = variant_plan(option, run_date, "blade", described=graph_is_described(nodes))
         if latest_trained_model(option, run_date, "blade", settings_digest(option, plan)):
             log.info("node inputs %s: a recorded model of these settings serves", kind)
-            return option, {"chosen": kind, "by": "recorded model"}
+            return option, {"chosen": kind, "by": "recorded model"}, None
     num_nodes = nodes.count()
     held = held_out_from_graph(
         edges, "val", num_nodes, cfg.evaluation.negatives, cfg.evaluation.seed
@@ -716,12 +741,14 @@ def choose_node_inputs(
             cfg.graph.split,
             cfg.blade.node_inputs,
         )
-        return cfg, {}
+        return cfg, {}, None
     plain = cfg.model_copy(update={"rerank": cfg.rerank.model_copy(update={"enabled": False})})
     scores: dict[str, dict[str, float]] = {}
+    served: dict[str, ServedModel] = {}
     for kind in candidates:
         option = with_node_inputs(plain, kind)
-        train_variant(spark, option, "blade")
+        served[kind] = serve_variant(spark, option, "blade")
+        publish_variant(spark, option, served[kind])
         rows = evaluate_variants(spark, option, held, nodes, edges, ["blade"])
         overall = next(r for r in rows if r["bucket"] == "all")
         scores[kind] = {"hits_100": float(overall["hits_100"]), "mrr": float(overall["mrr"])}
@@ -736,7 +763,8 @@ def choose_node_inputs(
         chosen,
         ", ".join(f"{k} {v['hits_100']:.3f} / {v['mrr']:.3f}" for k, v in scores.items()),
     )
-    return with_node_inputs(cfg, chosen), {"chosen": chosen, "by": "val edges", "val": scores}
+    choice = {"chosen": chosen, "by": "val edges", "val": scores}
+    return with_node_inputs(cfg, chosen), choice, served[chosen]
 
 
 def rerank_path(cfg: RecbatchConfig, run_date: date, version: str) -> str:
