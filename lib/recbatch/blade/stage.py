@@ -480,6 +480,7 @@ def _embed_with_older_model(
     rows = model_rows(nodes, spark.read.parquet(older.nodes_path))
     rows_path = _work(cfg, run_date, "model_rows", plan.variant)
     write_atomically(spark, rows.repartition(1).write, rows_path)
+    rows_local = _local_dir(rows_path, "paths.work")
     unseen = spark.read.parquet(rows_path).where(F.col("model_row") == UNSEEN).count()
     inductive = all(
         "degrees" in s.node_inputs or "attributes" in s.node_inputs for s in plan.models.values()
@@ -504,34 +505,29 @@ def _embed_with_older_model(
         num_nodes,
         unseen,
     )
+    writes_members = _writes_members(cfg, plan.variant)
     gnns = {}
     for name, settings in plan.models.items():
-        record = older.gnns[name]
-        embeddings_dir, draws_dir = (
-            gnn_paths(cfg, run_date, record["fingerprint"])[1],
-            members_path(cfg, run_date, record["fingerprint"]),
-        )
-        writes_members = _writes_members(cfg, plan.variant)
+        fingerprint = older.gnns[name]["fingerprint"]
         job = TrainJob(
             samples_path=plan.samples,
             edges_path="",
-            checkpoint_dir=record["checkpoint_dir"],
+            checkpoint_dir=older.gnns[name]["checkpoint_dir"],
             embeddings_path="",
             num_nodes=older.num_nodes,
             hops=cfg.sampling.hops,
             settings=settings,
-            fingerprint=record["fingerprint"],
+            fingerprint=fingerprint,
             members=cfg.link_uncertainty.members if writes_members else 0,
             members_seed=cfg.link_uncertainty.seed,
         )
+        draws_dir = members_path(cfg, run_date, fingerprint)
         graph = NewerGraph(
             samples_path=plan.samples,
             num_nodes=num_nodes,
-            embeddings_path=_local_dir(embeddings_dir, "paths.work"),
+            embeddings_path=_local_dir(gnn_paths(cfg, run_date, fingerprint)[1], "paths.work"),
             attributes_path=attributes_path if "attributes" in settings.node_inputs else None,
-            model_rows_path=_local_dir(rows_path, "paths.work")
-            if "ids" in settings.node_inputs
-            else None,
+            model_rows_path=rows_local if "ids" in settings.node_inputs else None,
             members_path=_local_dir(draws_dir, "paths.work") if writes_members else None,
         )
         with timed(log, f"embedding {run_date} with {plan.variant}: {name} of {older.run_date}"):
