@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from blade_throughput import HOPS, WIDTH, synthetic_edges  # noqa: E402
+from blade_throughput import HOPS, role_slots, synthetic_edges  # noqa: E402
 
 from recbatch.blade.compose import channel_changes  # noqa: E402
 from recbatch.blade.data import EdgeBatch  # noqa: E402
@@ -55,19 +55,11 @@ WARM_UP = 3
 
 
 def samples_of(pairs: np.ndarray, nodes: int) -> GraphSamples:
-    """Both roles' sample tensors: the first ``WIDTH`` neighbours at hop 1, hop 2 empty."""
+    """Both roles' sample tensors of ``blade_throughput.role_slots``."""
     roles = []
-    for key, other in ((0, 1), (1, 0)):
-        order = np.lexsort((pairs[:, other], pairs[:, key]))
-        keys, neighbours = pairs[order, key], pairs[order, other]
-        starts = np.searchsorted(keys, np.arange(nodes))
-        position = np.arange(len(keys)) - starts[keys]
-        keep = position < WIDTH
-        slots = np.full((nodes, HOPS * WIDTH), -1, dtype=np.int64)
-        slots[keys[keep], position[keep]] = neighbours[keep]
+    for slots, degree in role_slots(pairs, nodes):
         index = torch.from_numpy(slots)
-        degree = torch.from_numpy(np.bincount(keys, minlength=nodes).astype(np.int64))
-        roles.append(NodeSamples(index, index >= 0, HOPS, degree))
+        roles.append(NodeSamples(index, index >= 0, HOPS, torch.from_numpy(degree)))
     return GraphSamples(roles[0], roles[1])
 
 

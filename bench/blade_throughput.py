@@ -74,11 +74,11 @@ def write_edges(pairs: np.ndarray, folder: Path, files: int = 8) -> None:
         pq.write_table(table, folder / f"part-{part}.parquet")
 
 
-def write_samples(pairs: np.ndarray, nodes: int, folder: Path, files: int = 8) -> None:
-    """Hop-1 slots: the first WIDTH neighbours of each node and role (hop 2 empty)."""
-    folder.mkdir(parents=True)
-    frames = []
-    for role_id, (key, other) in enumerate(((0, 1), (1, 0))):
+def role_slots(pairs: np.ndarray, nodes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per role (source: out-neighbours, target: in-neighbours), every node's sample slots
+    (hop 1: its first WIDTH neighbours, hop 2 empty, -1 where empty) and its degree."""
+    roles = []
+    for key, other in ((0, 1), (1, 0)):
         order = np.lexsort((pairs[:, other], pairs[:, key]))
         keys, nbrs = pairs[order, key], pairs[order, other]
         starts = np.searchsorted(keys, np.arange(nodes))
@@ -86,17 +86,25 @@ def write_samples(pairs: np.ndarray, nodes: int, folder: Path, files: int = 8) -
         keep = position < WIDTH
         slots = np.full((nodes, HOPS * WIDTH), -1, dtype=np.int64)
         slots[keys[keep], position[keep]] = nbrs[keep]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "role_id": role_id,
-                    "node_index": np.arange(nodes),
-                    "degree": np.bincount(keys, minlength=nodes),
-                    "neighbour_index": list(slots),
-                    "neighbour_mask": list(slots >= 0),
-                }
-            )
+        roles.append((slots, np.bincount(keys, minlength=nodes).astype(np.int64)))
+    return roles
+
+
+def write_samples(pairs: np.ndarray, nodes: int, folder: Path, files: int = 8) -> None:
+    """The samples of ``role_slots`` as the samples stage writes them."""
+    folder.mkdir(parents=True)
+    frames = [
+        pd.DataFrame(
+            {
+                "role_id": role_id,
+                "node_index": np.arange(nodes),
+                "degree": degree,
+                "neighbour_index": list(slots),
+                "neighbour_mask": list(slots >= 0),
+            }
         )
+        for role_id, (slots, degree) in enumerate(role_slots(pairs, nodes))
+    ]
     frame = pd.concat(frames, ignore_index=True)
     for part, rows in enumerate(np.array_split(np.arange(len(frame)), files)):
         pq.write_table(

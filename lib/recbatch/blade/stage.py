@@ -302,6 +302,7 @@ class ServedModel:
     summary: dict[str, Any]
     plan: VariantPlan
     trained: TrainedModel | None
+    num_nodes: int
 
 
 def train_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> dict[str, Any]:
@@ -327,7 +328,7 @@ def serve_variant(spark: SparkSession, cfg: RecbatchConfig, variant: str) -> Ser
         )
         if served is not None:
             return served
-    return _train_variant_gnns(spark, cfg, run_date, plan, nodes, num_nodes, edges, attributes_path)
+    return _train_variant_gnns(spark, cfg, run_date, plan, num_nodes, edges, attributes_path)
 
 
 def publish_variant(
@@ -377,7 +378,7 @@ def publish_variant(
     summary = {
         "variant": variant,
         "model_version": served.version,
-        "nodes": nodes.count(),
+        "nodes": served.num_nodes,
         **served.summary,
         "export": export,
     }
@@ -390,7 +391,6 @@ def _train_variant_gnns(
     cfg: RecbatchConfig,
     run_date: date,
     plan: VariantPlan,
-    nodes: DataFrame,
     num_nodes: int,
     edges: DataFrame,
     attributes_path: str | None,
@@ -461,6 +461,7 @@ def _train_variant_gnns(
         },
         plan,
         record,
+        num_nodes,
     )
 
 
@@ -539,6 +540,7 @@ def _embed_with_older_model(
         {"reused_from": older.run_date, "new_products": unseen, "epochs": 0},
         plan,
         None,
+        num_nodes,
     )
 
 
@@ -717,13 +719,14 @@ def choose_node_inputs(
     candidate's settings is recorded, that candidate serves without training."""
     run_date = cfg.effective_run_date()
     nodes, edges = _graph(spark, cfg, run_date)
-    candidates = node_input_candidates(cfg, graph_is_described(nodes))
+    described = graph_is_described(nodes)
+    candidates = node_input_candidates(cfg, described)
     if len(candidates) < 2:
         chosen = candidates[0] if candidates else cfg.blade.node_inputs
         return with_node_inputs(cfg, chosen), {}, None
     for kind in candidates:
         option = with_node_inputs(cfg, kind)
-        plan = variant_plan(option, run_date, "blade", described=graph_is_described(nodes))
+        plan = variant_plan(option, run_date, "blade", described=described)
         if latest_trained_model(option, run_date, "blade", settings_digest(option, plan)):
             log.info("node inputs %s: a recorded model of these settings serves", kind)
             return option, {"chosen": kind, "by": "recorded model"}, None
