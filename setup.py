@@ -35,6 +35,9 @@ RUNTIME_PINS = [
     "scipy==1.14.1",
     "scikit-learn==1.5.2",
     "matplotlib==3.9.2",
+    # Approximate top-K (recommendations.search = ivf): faiss' IVF index. Its abi3 wheel needs
+    # numpy >= 1.25 and moves no other pin.
+    "faiss-cpu==1.13.2",
 ]
 
 DEV_PINS = [

@@ -1,7 +1,7 @@
 """BLADE's training step at catalogue scale: 10k, 100k and 1M products, dense and sparse ID rows.
 
     .venv/bin/python bench/blade_scale.py [--sizes 10000,100000,1000000] [--edges-per-node 10]
-        [--steps 15] [--row-updates dense,auto]
+        [--steps 15] [--row-updates dense,auto] [--profile 1000000]
 
 For each size, a heavy-tailed graph of about ``--edges-per-node`` edges a product
 (``blade_throughput.synthetic_edges``: Zipf targets) and its samples' tensors, built in memory
@@ -19,6 +19,11 @@ channels), training edges/s, the rate relative to the smallest size (issue goal 
 one epoch's time extrapolated (edges / rate; an epoch at 1M is hours on 2 cores, so it is not
 run), and the process's peak RSS. One process, one thread per process (as a DDP rank runs);
 the load average is printed beside each row.
+
+``--profile N``: instead of the table, ``torch.profiler`` over ``--steps`` steps of both
+channels at N products, once per ``--row-updates`` mode: the operators ranked by their own CPU
+time (what dominated the step), and the share of the step in the forward, backward and
+optimizer phases.
 """
 
 from __future__ import annotations
@@ -64,9 +69,15 @@ def samples_of(pairs: np.ndarray, nodes: int) -> GraphSamples:
 
 
 def time_steps(
-    settings: BladeSettings, samples: GraphSamples, pairs: np.ndarray, steps: int
+    settings: BladeSettings,
+    samples: GraphSamples,
+    pairs: np.ndarray,
+    steps: int,
+    on_step=None,
 ) -> tuple[np.ndarray, str]:
-    """Mean seconds a step in (forward, backward, optimizer) of one GNN, and its row updates."""
+    """Mean seconds a step in (forward, backward, optimizer) of one GNN, and its row updates.
+
+    ``on_step``: called after every step (the profiler's ``step``)."""
     torch.manual_seed(0)
     nodes = samples.num_nodes
     job = TrainJob("", "", "", "", nodes, HOPS, settings, "bench")
@@ -90,6 +101,8 @@ def time_steps(
         done = time.perf_counter()
         if step >= WARM_UP:
             timings.append((forward - start, backward - forward, done - backward))
+        if on_step is not None:
+            on_step()
     return np.mean(timings, axis=0), optimizer.mode
 
 
@@ -108,6 +121,41 @@ def measure(nodes: int, edges_per_node: int, steps: int, mode: str, out: mp.Queu
     out.put((len(pairs), total, "/".join(sorted(set(modes))), peak_gib))
 
 
+def profile(nodes: int, edges_per_node: int, steps: int, mode: str, out: mp.Queue) -> None:
+    """``torch.profiler`` over both channels' steps (after the warm-up) at ``nodes`` products."""
+    from torch.profiler import ProfilerActivity, schedule
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(1)
+    pairs = synthetic_edges(nodes, nodes * edges_per_node)
+    samples = samples_of(pairs, nodes)
+    base = BladeSettings(row_updates=mode)
+    tables = []
+    for channel, changes in channel_changes(base).items():
+        plan = schedule(wait=0, warmup=WARM_UP, active=steps, repeat=1)
+        ranked: list[str] = []
+
+        def keep(done, into=ranked) -> None:
+            into.append(done.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+        with torch_profile(
+            activities=[ProfilerActivity.CPU], schedule=plan, on_trace_ready=keep
+        ) as prof:
+            seconds, used = time_steps(
+                base.model_copy(update=changes), samples, pairs, steps, on_step=prof.step
+            )
+        share = ", ".join(
+            f"{name} {part / seconds.sum():.0%}"
+            for name, part in zip(("forward", "backward", "optimizer"), seconds, strict=True)
+        )
+        table = ranked[0] if ranked else "(no profile)"
+        tables.append(
+            f"### {nodes:,} products, {mode} ({used}), channel {channel}: "
+            f"{seconds.sum() * 1e3:.0f} ms a step ({share})\n```\n{table}```"
+        )
+    out.put("\n\n".join(tables))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,8 +164,19 @@ def main() -> None:
     ap.add_argument("--edges-per-node", type=int, default=10)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--row-updates", default="dense,auto")
+    ap.add_argument("--profile", type=int, default=0, help="products to profile (no table)")
     args = ap.parse_args()
     context = mp.get_context("spawn")
+    if args.profile:
+        for mode in args.row_updates.split(","):
+            queue = context.Queue()
+            worker = context.Process(
+                target=profile, args=(args.profile, args.edges_per_node, args.steps, mode, queue)
+            )
+            worker.start()
+            print(queue.get(), flush=True)
+            worker.join()
+        return
     batch = BladeSettings().batch_size
     print(
         "| products | edges | row updates | forward ms | backward ms | optimizer ms "

@@ -167,8 +167,12 @@ def bench_spark_top_k(nodes: int, dim: int, k: int, block: int) -> float:
     )
     embeddings = embeddings.localCheckpoint()
     start = time.monotonic()
-    top = top_k_recommendations(spark, embeddings, None, k=k, block_rows=block, partitions=4)
-    rows = top.count()
+    settings = cfg.recommendations.model_copy(update={"block_rows": block, "partitions": 4})
+    with tempfile.TemporaryDirectory() as blocks_path:
+        top = top_k_recommendations(
+            spark, embeddings, None, k=k, settings=settings, blocks_path=blocks_path
+        )
+        rows = top.count()
     seconds = time.monotonic() - start
     assert rows == nodes * k
     return nodes * nodes / seconds

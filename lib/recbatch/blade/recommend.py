@@ -1,12 +1,21 @@
-"""Exact top-K targets of every source: blocked matrix multiplies inside ``mapInPandas``.
+"""Exact (or approximate) top-K targets of every source: blocked matrix multiplies in ``mapInPandas``.
 
-The score of every (source, target) pair is s_u . t_v, so the exact top K of a block of sources is
-one ``[block, d] x [d, n]`` matrix multiply followed by a selection per row
-(:func:`top_columns`): no cross join, no pair ever materialised as a row. The target matrix is
-broadcast once per executor (``n x d`` float32: 256 MB for a million products at d = 64); sources are spread over Spark tasks and
-scored ``block_rows`` at a time by one :class:`TopK` per partition. The product itself is never
-recommended; with ``exclude_known`` neither are its existing training edges (they come with the
-source row, so the exclusion is a scatter of -inf into its row of scores).
+The score of every (source, target) pair is s_u . t_v, so the exact top K of a block of sources
+against a block of targets is one ``[sources, d] x [d, targets]`` matrix multiply followed by a
+selection per row (:func:`top_columns`): no cross join, no pair ever materialised as a row.
+
+The targets are never broadcast. They are written once as blocks of
+``recommendations.target_block_rows`` node indices (``recbatch.blade.target_blocks``); each
+Spark task holds its sources, reads the target blocks one at a time and merges each block's top
+K into a running top K (:class:`RunningTopK`), so a task's memory is one target block, one score
+buffer (``score_buffer_mb``) and its sources, whatever the catalogue's size. The merge is exact:
+a target in the overall top K is in its own block's top K, and every selection breaks ties by
+the lower target index. With ``search = ivf`` each block is searched through its faiss IVF
+index instead of the multiply (approximate; ``ivf_probes`` of its lists).
+
+The product itself is never recommended; with ``exclude_known`` neither are its existing
+training edges (they come with the source row, so the exclusion is a scatter of -inf into its
+row of scores).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recbatch.blade.settings import RecommendationSettings
+from recbatch.blade.target_blocks import TargetBlocks, write_target_blocks
 from recbatch.proximity.graph import TrainingGraph
 from recbatch.proximity.ppr import ppr_rows
 from recbatch.proximity.scorers import PairScorer
@@ -28,7 +39,8 @@ TOPK_SCHEMA = "node_index long, rank int, target_index long, score float"
 
 
 class TopK:
-    """The exact top ``k`` targets of blocks of sources against one fixed target matrix.
+    """The exact top ``k`` targets of blocks of sources against one fixed target matrix (the
+    whole catalogue, or the block of targets ``first_index ..`` of it).
 
     Built once per Spark partition: it keeps the target matrix transposed and contiguous
     (``[d, n]``, the layout BLAS multiplies fastest) and one score buffer that every block
@@ -38,10 +50,13 @@ class TopK:
     ran ~2x faster than torch's ``mm`` on these shapes (``bench/blade_throughput.py``).
     """
 
-    def __init__(self, targets: np.ndarray, k: int, block_rows: int = 2048) -> None:
+    def __init__(
+        self, targets: np.ndarray, k: int, block_rows: int = 2048, first_index: int = 0
+    ) -> None:
         matrix = np.asarray(targets, dtype=np.float32)
         self.num_targets = matrix.shape[0]
-        self.k = min(k, self.num_targets - 1)
+        self.first_index = first_index
+        self.k = min(k, self.num_targets)
         self._transposed = np.ascontiguousarray(matrix.T)
         self._buffer = np.empty((0, self.num_targets), dtype=np.float32)
         self._block_rows = block_rows
@@ -54,9 +69,11 @@ class TopK:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(indices, scores) ``[rows, k']`` of the best targets of each source row, best first.
 
-        ``k' = min(k, n - 1)``; the source's own index is excluded, and so are its ``known``
+        ``k' = min(k, n)`` for n targets (the caller caps it at the catalogue's n - 1: the
+        source itself never counts); the source's own index is excluded, and so are its ``known``
         targets (there may then be fewer valid targets than k: those slots hold index -1 and
         score -inf). Ties are broken by the lower target index, so the result is deterministic.
+        Indices (of sources, known targets and the result) are the catalogue's, not the block's.
         """
         rows, k = len(sources), self.k
         if k <= 0 or rows == 0:
@@ -77,7 +94,8 @@ class TopK:
         best = np.take_along_axis(best, order, axis=1)
         best_scores = np.take_along_axis(best_scores, order, axis=1)
         valid = np.isfinite(best_scores)
-        return np.where(valid, best, -1), np.where(valid, best_scores, -np.inf).astype(np.float32)
+        best = np.where(valid, best + self.first_index, -1)
+        return best, np.where(valid, best_scores, -np.inf).astype(np.float32)
 
     def _scores(self, sources: np.ndarray) -> np.ndarray:
         rows = len(sources)
@@ -87,15 +105,43 @@ class TopK:
         np.matmul(sources, self._transposed, out=scores)
         return scores
 
-    @staticmethod
-    def _exclude(scores: np.ndarray, source_index: np.ndarray, known) -> None:
-        rows = np.arange(len(scores))
-        scores[rows, source_index] = -np.inf
-        if known:
-            lengths = np.fromiter((len(x) for x in known), dtype=np.int64, count=len(known))
-            if lengths.sum():
-                columns = np.concatenate([np.asarray(x, dtype=np.int64) for x in known])
-                scores[np.repeat(rows[: len(known)], lengths), columns] = -np.inf
+    def _exclude(self, scores: np.ndarray, source_index: np.ndarray, known) -> None:
+        rows, columns = exclusions(source_index, known)
+        columns = columns - self.first_index
+        inside = (columns >= 0) & (columns < self.num_targets)
+        scores[rows[inside], columns[inside]] = -np.inf
+
+
+def exclusions(source_index: np.ndarray, known) -> tuple[np.ndarray, np.ndarray]:
+    """(row, target index) of everything a block of sources must not be recommended: each
+    source itself and its ``known`` targets."""
+    rows = np.arange(len(source_index))
+    parts_rows, parts_columns = [rows], [np.asarray(source_index, dtype=np.int64)]
+    if known:
+        lengths = np.fromiter((len(x) for x in known), dtype=np.int64, count=len(known))
+        if lengths.sum():
+            parts_rows.append(np.repeat(rows[: len(known)], lengths))
+            parts_columns.append(np.concatenate([np.asarray(x, dtype=np.int64) for x in known]))
+    return np.concatenate(parts_rows), np.concatenate(parts_columns)
+
+
+class RunningTopK:
+    """The best ``k`` (index, score) of each of ``rows`` sources over the target blocks seen so
+    far, best first, ties to the lower index; empty slots hold index -1 and score -inf."""
+
+    def __init__(self, rows: int, k: int) -> None:
+        self.indices = np.full((rows, k), -1, dtype=np.int64)
+        self.scores = np.full((rows, k), -np.inf, dtype=np.float32)
+
+    def merge(self, start: int, indices: np.ndarray, scores: np.ndarray) -> None:
+        """Fold one block's picks for the sources ``start .. start + len(indices) - 1`` in."""
+        end, k = start + len(indices), self.indices.shape[1]
+        both_indices = np.hstack([self.indices[start:end], indices])
+        both_scores = np.hstack([self.scores[start:end], scores])
+        # -inf slots sort last whatever their index; among equal scores the lower index wins.
+        order = np.lexsort((both_indices, -both_scores), axis=1)[:, :k]
+        self.indices[start:end] = np.take_along_axis(both_indices, order, axis=1)
+        self.scores[start:end] = np.take_along_axis(both_scores, order, axis=1)
 
 
 def top_columns(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,8 +197,82 @@ def top_k_block(
     k: int,
     known: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One block scored by a fresh :class:`TopK` (tests and one-off calls)."""
-    return TopK(targets, k, block_rows=len(sources))(sources, source_index, known)
+    """The whole catalogue as one block, scored by a fresh :class:`TopK` (tests, one-off calls)."""
+    width = min(k, len(targets) - 1)
+    return TopK(targets, width, block_rows=len(sources))(sources, source_index, known)
+
+
+def blocked_top_k(
+    blocks: TargetBlocks,
+    settings: RecommendationSettings,
+    k: int,
+    sources: np.ndarray,
+    source_index: np.ndarray,
+    known: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores) ``[rows, min(k, n - 1)]`` of every source's best targets over all of
+    ``blocks``, read one at a time: exact (:class:`TopK` per block) or through each block's IVF
+    index (``settings.search``)."""
+    width = min(k, blocks.num_targets - 1)
+    running = RunningTopK(len(sources), max(width, 0))
+    if width <= 0 or not len(sources):
+        return running.indices, running.scores
+    sources = np.ascontiguousarray(sources, dtype=np.float32)
+    source_index = np.asarray(source_index, dtype=np.int64)
+    known = known if known is not None else [np.zeros(0, np.int64)] * len(sources)
+    for block in range(blocks.num_blocks):
+        first = blocks.first_index(block)
+        if blocks.search == "ivf":
+            search = _IvfBlock(blocks.read_index(block), first, width, settings.ivf_probes)
+            rows = settings.block_rows
+        else:
+            matrix = blocks.read(block)
+            rows = rows_per_multiply(settings, len(matrix))
+            search = TopK(matrix, width, rows, first_index=first)
+        for start in range(0, len(sources), rows):
+            end = start + rows
+            picked, scores = search(sources[start:end], source_index[start:end], known[start:end])
+            running.merge(start, picked, scores)
+    return running.indices, running.scores
+
+
+def rows_per_multiply(settings: RecommendationSettings, block_targets: int) -> int:
+    """Sources scored per multiply: ``block_rows``, fewer where their score buffer
+    (rows x block targets x 4 bytes) would pass ``score_buffer_mb``."""
+    fits = (settings.score_buffer_mb << 20) // (4 * max(block_targets, 1))
+    return int(max(1, min(settings.block_rows, fits)))
+
+
+class _IvfBlock:
+    """The approximate counterpart of :class:`TopK` for one block: its faiss IVF index, asked
+    for enough candidates that the exclusions still leave ``k``."""
+
+    def __init__(self, index, first_index: int, k: int, probes: int) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # one Spark task, one core
+        index.nprobe = min(probes, index.nlist)
+        self.index, self.first_index, self.k = index, first_index, min(k, index.ntotal)
+
+    def __call__(
+        self, sources: np.ndarray, source_index: np.ndarray, known: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows, columns = exclusions(source_index, known)
+        columns = columns - self.first_index
+        inside = (columns >= 0) & (columns < self.index.ntotal)
+        rows, columns = rows[inside], columns[inside]
+        most_excluded = np.bincount(rows, minlength=len(sources)).max(initial=0)
+        wanted = int(min(self.index.ntotal, self.k + most_excluded))
+        scores, picked = self.index.search(np.ascontiguousarray(sources), wanted)
+        # An excluded target among a row's candidates is dropped (pairs coded row * n + column).
+        n = self.index.ntotal
+        coded = np.arange(len(sources))[:, None] * n + picked
+        picked = np.where((picked >= 0) & ~np.isin(coded, rows * n + columns), picked, -1)
+        scores = np.where(picked >= 0, scores, -np.inf).astype(np.float32)
+        order = np.lexsort((picked, -scores), axis=1)[:, : self.k]
+        picked = np.take_along_axis(picked, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        return np.where(picked >= 0, picked + self.first_index, -1), scores
 
 
 def top_k_recommendations(
@@ -161,21 +281,21 @@ def top_k_recommendations(
     known_edges: DataFrame | None,
     *,
     k: int,
-    block_rows: int,
-    partitions: int,
+    settings: RecommendationSettings,
+    blocks_path: str,
 ) -> DataFrame:
     """``TOPK_SCHEMA`` rows: the top ``k`` targets of every node of ``embeddings``.
 
     ``embeddings``: ``node_index``, ``source``, ``target`` (arrays of float); ``known_edges``:
-    ``src_index``, ``dst_index`` pairs to exclude (None: exclude only the node itself)."""
-    target_frame = embeddings.select("node_index", "target").toPandas()
-    # The target matrix goes to the executors as one broadcast (never a join per pair).
-    num_nodes = int(target_frame["node_index"].max()) + 1 if len(target_frame) else 0
-    if len(target_frame) != num_nodes:
-        raise ValueError("embeddings must have one row per node index 0..n-1")
-    matrix = np.zeros((num_nodes, len(target_frame["target"].iloc[0])), dtype=np.float32)
-    matrix[target_frame["node_index"].to_numpy()] = np.stack(target_frame["target"].to_numpy())
-    shared = spark.sparkContext.broadcast(matrix)
+    ``src_index``, ``dst_index`` pairs to exclude (None: exclude only the node itself).
+    ``blocks_path``: a work folder for the target blocks (replaced)."""
+    blocks = write_target_blocks(
+        embeddings,
+        blocks_path,
+        block_rows=settings.target_block_rows,
+        search=settings.search,
+        ivf_lists=settings.ivf_lists,
+    )
     sources = embeddings.select("node_index", "source")
     if known_edges is not None:
         known = known_edges.groupBy(F.col("src_index").alias("node_index")).agg(
@@ -186,27 +306,31 @@ def top_k_recommendations(
         sources = sources.withColumn("known", F.lit(None).cast("array<long>"))
 
     def score_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        top_k = TopK(shared.value, k, block_rows)
-        for frame in frames:
-            for start in range(0, len(frame), block_rows):
-                yield _block_rows(frame.iloc[start : start + block_rows], top_k)
+        # A task holds all of its sources so every target block is read once per task.
+        parts = list(frames)
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if frame.empty:
+            return
+        index = frame["node_index"].to_numpy(np.int64)
+        vectors = np.stack(frame["source"].to_numpy()).astype(np.float32)
+        known_lists = [np.asarray(x if x is not None else [], np.int64) for x in frame["known"]]
+        best, scores = blocked_top_k(blocks, settings, k, vectors, index, known_lists)
+        yield _top_k_rows(index, best, scores)
 
-    return sources.repartition(partitions, "node_index").mapInPandas(score_partition, TOPK_SCHEMA)
+    return sources.repartition(settings.partitions, "node_index").mapInPandas(
+        score_partition, TOPK_SCHEMA
+    )
 
 
-def _block_rows(block: pd.DataFrame, top_k: TopK) -> pd.DataFrame:
-    index = block["node_index"].to_numpy(np.int64)
-    vectors = np.stack(block["source"].to_numpy()).astype(np.float32)
-    known = [np.asarray(x if x is not None else [], dtype=np.int64) for x in block["known"]]
-    best, scores = top_k(vectors, index, known)
+def _top_k_rows(index: np.ndarray, best: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     width = best.shape[1]
-    valid = best >= 0
+    valid = (best >= 0).reshape(-1)
     return pd.DataFrame(
         {
-            "node_index": np.repeat(index, width)[valid.reshape(-1)],
-            "rank": np.tile(np.arange(1, width + 1, dtype=np.int32), len(index))[valid.reshape(-1)],
-            "target_index": best.reshape(-1)[valid.reshape(-1)],
-            "score": scores.reshape(-1)[valid.reshape(-1)],
+            "node_index": np.repeat(index, width)[valid],
+            "rank": np.tile(np.arange(1, width + 1, dtype=np.int32), len(index))[valid],
+            "target_index": best.reshape(-1)[valid],
+            "score": scores.reshape(-1)[valid],
         }
     )
 

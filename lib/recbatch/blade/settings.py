@@ -219,6 +219,31 @@ class RecommendationSettings(_Section):
         2048, ge=1, description="sources scored per matrix multiply inside a Spark task"
     )
     partitions: int = Field(8, ge=1, description="Spark tasks the sources are spread over")
+    target_block_rows: int = Field(
+        262_144,
+        ge=1,
+        description="targets per block: the target vectors are written in blocks of this "
+        "many products and a task reads one block at a time (its memory: one block, never the "
+        "whole catalogue)",
+    )
+    score_buffer_mb: int = Field(
+        256,
+        ge=1,
+        description="the most a task's score buffer holds: fewer than block_rows sources "
+        "are scored per multiply where block_rows x target_block_rows x 4 bytes is more",
+    )
+    search: Literal["exact", "ivf"] = Field(
+        "exact",
+        description="exact: every target block multiplied in full; ivf: each block searched "
+        "through a faiss inverted-file index (approximate, for catalogues where exact is too "
+        "slow; measure its recall with bench/blade_scale.py --top-k)",
+    )
+    ivf_lists: int = Field(
+        0, ge=0, description="ivf: inverted lists per target block (0: about 4 sqrt(rows))"
+    )
+    ivf_probes: int = Field(
+        32, ge=1, description="ivf: lists scanned per query (more: higher recall, slower)"
+    )
 
 
 class EvaluationSettings(_Section):

@@ -933,8 +933,8 @@ def served_top_k(
         embeddings,
         known if settings.exclude_known else None,
         k=retrieve,
-        block_rows=settings.block_rows,
-        partitions=settings.partitions,
+        settings=settings,
+        blocks_path=_work(cfg, cfg.effective_run_date(), "target_blocks", "blade"),
     )
     if served == version:
         return top, version
@@ -1047,8 +1047,8 @@ def planted_agreement(
             embeddings,
             known,
             k=k,
-            block_rows=cfg.recommendations.block_rows,
-            partitions=cfg.recommendations.partitions,
+            settings=cfg.recommendations,
+            blocks_path=_work(cfg, cfg.effective_run_date(), "target_blocks", variant),
         )
         pairs = (
             top.join(ids.withColumnRenamed("node_id", "src"), "node_index")
