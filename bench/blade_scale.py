@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/blade_scale.py [--sizes 10000,100000,1000000] [--edges-per-node 10]
         [--steps 15] [--row-updates dense,auto] [--profile 1000000]
+        [--top-k [--top-k-sources 2000] [--probes 8,16,32,64]]
 
 For each size, a heavy-tailed graph of about ``--edges-per-node`` edges a product
 (``blade_throughput.synthetic_edges``: Zipf targets) and its samples' tensors, built in memory
@@ -19,6 +20,17 @@ channels), training edges/s, the rate relative to the smallest size (issue goal 
 one epoch's time extrapolated (edges / rate; an epoch at 1M is hours on 2 cores, so it is not
 run), and the process's peak RSS. One process, one thread per process (as a DDP rank runs);
 the load average is printed beside each row.
+
+``--top-k``: instead of the training table, top-K at each size. The vectors are generated with
+the structure a catalogue's embeddings have: products in communities of about 1,000 (a centre
+each, plus noise), norms log-normal (popular products score higher everywhere); d = 64. The
+targets are stored as ``recommendations.target_block_rows`` blocks (``recbatch.blade.
+target_blocks``) and a sample of ``--top-k-sources`` sources is ranked by
+``recbatch.blade.recommend.blocked_top_k`` (the code one Spark task runs; one thread), exactly
+and through the blocks' IVF indexes at each of ``--probes``. Printed: the IVF build time, each
+search's milliseconds per source, the whole catalogue's time on 2 cores extrapolated from the
+sample (the work is linear in sources: every source is ranked against every block) with the
+IVF build added, the speed-up of that time over exact and the recall of the exact top 50.
 
 ``--profile N``: instead of the table, ``torch.profiler`` over ``--steps`` steps of both
 channels at N products, once per ``--row-updates`` mode: the operators ranked by their own CPU
@@ -156,6 +168,97 @@ def profile(nodes: int, edges_per_node: int, steps: int, mode: str, out: mp.Queu
     out.put("\n\n".join(tables))
 
 
+def catalogue_vectors(nodes: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(sources, targets) ``[nodes, dim]``: communities of ~1,000 products around a centre
+    each, plus noise, with log-normal norms (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    communities = max(1, nodes // 1000)
+    centres = rng.normal(size=(communities, dim)).astype(np.float32)
+    member = rng.integers(0, communities, nodes)
+
+    def vectors() -> np.ndarray:
+        raw = centres[member] + 0.7 * rng.normal(size=(nodes, dim)).astype(np.float32)
+        raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+        return (raw * rng.lognormal(0.0, 0.3, size=(nodes, 1))).astype(np.float32)
+
+    return vectors(), vectors()
+
+
+def measure_top_k(nodes: int, sample: int, probes: list[int], k: int, out: mp.Queue) -> None:
+    """Exact and IVF top-K of ``sample`` sources against ``nodes`` targets in blocks."""
+    import tempfile
+
+    from recbatch.blade.recommend import blocked_top_k
+    from recbatch.blade.settings import RecommendationSettings
+    from recbatch.blade.target_blocks import TargetBlocks, ivf_index, ivf_lists_for
+
+    torch.set_num_threads(1)
+    sources, targets = catalogue_vectors(nodes)
+    chosen = np.random.default_rng(1).choice(nodes, min(sample, nodes), replace=False)
+    queries, index = sources[chosen], chosen.astype(np.int64)
+    settings = RecommendationSettings()
+    rows_per_block = settings.target_block_rows
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        exact_blocks = TargetBlocks(folder + "/exact", nodes, targets.shape[1], rows_per_block)
+        ivf_blocks = TargetBlocks(
+            folder + "/ivf", nodes, targets.shape[1], rows_per_block, search="ivf"
+        )
+        exact_blocks.clear()
+        ivf_blocks.clear()
+        build = 0.0
+        for block in range(exact_blocks.num_blocks):
+            matrix = targets[block * rows_per_block : (block + 1) * rows_per_block]
+            exact_blocks.write(block, matrix)
+            ivf_blocks.write(block, matrix)
+            start = time.perf_counter()
+            ivf_blocks.write_index(block, ivf_index(matrix, settings.ivf_lists, block))
+            build += time.perf_counter() - start
+        start = time.perf_counter()
+        exact, _ = blocked_top_k(exact_blocks, settings, k, queries, index)
+        exact_s = time.perf_counter() - start
+        results.append(("exact", exact_s, 1.0, 0.0))
+        lists = ivf_lists_for(min(nodes, rows_per_block), settings.ivf_lists)
+        for probe in probes:
+            ivf_settings = settings.model_copy(update={"search": "ivf", "ivf_probes": probe})
+            start = time.perf_counter()
+            approx, _ = blocked_top_k(ivf_blocks, ivf_settings, k, queries, index)
+            seconds = time.perf_counter() - start
+            found = sum(
+                len(np.intersect1d(a[a >= 0], e[e >= 0]))
+                for a, e in zip(approx, exact, strict=True)
+            )
+            results.append((f"ivf {probe}/{lists} lists", seconds, found / exact.size, build))
+    out.put((len(queries), exact_blocks.num_blocks, results))
+
+
+def top_k_table(sizes: list[int], sample: int, probes: list[int], k: int) -> None:
+    context = mp.get_context("spawn")
+    print(
+        "| products | blocks | search | ms / source | catalogue on 2 cores (extrapolated, "
+        "with the IVF build) | speed-up | recall of exact top 50 | IVF build s | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for nodes in sizes:
+        queue = context.Queue()
+        worker = context.Process(target=measure_top_k, args=(nodes, sample, probes, k, queue))
+        worker.start()
+        queries, blocks, results = queue.get()
+        worker.join()
+        catalogue_exact = None
+        for search, seconds, recall, build in results:
+            per_source = seconds / queries
+            # Both cores: sources split over tasks, one block's index built per task.
+            catalogue = (per_source * nodes + build) / 2
+            catalogue_exact = catalogue_exact or catalogue
+            print(
+                f"| {nodes:,} | {blocks} | {search} | {per_source * 1e3:.3f} "
+                f"| {catalogue / 60:,.1f} min | {catalogue_exact / catalogue:.1f}x "
+                f"| {recall:.3f} | {build:.1f} | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,8 +268,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--row-updates", default="dense,auto")
     ap.add_argument("--profile", type=int, default=0, help="products to profile (no table)")
+    ap.add_argument("--top-k", action="store_true", help="the top-K table (no training)")
+    ap.add_argument("--top-k-sources", type=int, default=2000)
+    ap.add_argument("--probes", default="8,16,32,64")
     args = ap.parse_args()
     context = mp.get_context("spawn")
+    if args.top_k:
+        sizes = [int(x) for x in args.sizes.split(",")]
+        probes = [int(x) for x in args.probes.split(",")]
+        top_k_table(sizes, args.top_k_sources, probes, k=50)
+        return
     if args.profile:
         for mode in args.row_updates.split(","):
             queue = context.Queue()
