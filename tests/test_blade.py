@@ -731,10 +731,11 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession, tmp_path: Path)
     for u, v in known_pairs:
         known.setdefault(u, set()).add(v)
     expected = _brute_force_top_k(sources, targets, k, known)
-    # One block (the whole catalogue) and blocks of 10 with a short last one: the same rows.
-    for target_block_rows in (n, 10):
+    # One block (the whole catalogue), blocks of 10 with a short last one, and IVF over one
+    # block whose single list every query scans (so exact): the same rows.
+    for target_block_rows, search in ((n, "exact"), (10, "exact"), (n, "ivf")):
         settings = RecommendationSettings(
-            block_rows=10, partitions=3, target_block_rows=target_block_rows
+            block_rows=10, partitions=3, target_block_rows=target_block_rows, search=search
         )
         top = top_k_recommendations(
             spark,
@@ -742,7 +743,7 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession, tmp_path: Path)
             known_frame,
             k=k,
             settings=settings,
-            blocks_path=str(tmp_path / f"blocks-{target_block_rows}"),
+            blocks_path=str(tmp_path / f"blocks-{target_block_rows}-{search}"),
         )
         got = top.orderBy("node_index", "rank").toPandas()
         for u in range(n):

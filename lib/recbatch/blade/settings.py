@@ -242,7 +242,7 @@ class RecommendationSettings(_Section):
         0, ge=0, description="ivf: inverted lists per target block (0: about 4 sqrt(rows))"
     )
     ivf_probes: int = Field(
-        32, ge=1, description="ivf: lists scanned per query (more: higher recall, slower)"
+        16, ge=1, description="ivf: lists scanned per query (more: higher recall, slower)"
     )
 
 
