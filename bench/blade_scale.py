@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/blade_scale.py [--sizes 10000,100000,1000000] [--edges-per-node 10]
         [--steps 15] [--row-updates dense,auto] [--profile 1000000]
-        [--top-k [--top-k-sources 2000] [--probes 8,16,32,64]]
+        [--top-k [--top-k-sources 2000] [--probes 8,16,32,64]] [--sampling]
 
 For each size, a heavy-tailed graph of about ``--edges-per-node`` edges a product
 (``blade_throughput.synthetic_edges``: Zipf targets) and its samples' tensors, built in memory
@@ -31,6 +31,11 @@ and through the blocks' IVF indexes at each of ``--probes``. Printed: the IVF bu
 search's milliseconds per source, the whole catalogue's time on 2 cores extrapolated from the
 sample (the work is linear in sources: every source is ranked against every block) with the
 IVF build added, the speed-up of that time over exact and the recall of the exact top 50.
+
+``--sampling``: the sampler's part of the scale table, at the same ``--sizes`` and
+``--edges-per-node``: ``bench/sampling_scale.py`` (its own heavy-tailed generator in Spark, the
+degree-aware and the fixed fan-out sampler, rows and write, peak memory, growth per 10x; see its
+docstring) run from here without the PyG comparison.
 
 ``--profile N``: instead of the table, ``torch.profiler`` over ``--steps`` steps of both
 channels at N products, once per ``--row-updates`` mode: the operators ranked by their own CPU
@@ -269,10 +274,18 @@ def main() -> None:
     ap.add_argument("--row-updates", default="dense,auto")
     ap.add_argument("--profile", type=int, default=0, help="products to profile (no table)")
     ap.add_argument("--top-k", action="store_true", help="the top-K table (no training)")
+    ap.add_argument("--sampling", action="store_true", help="the sampling table (no training)")
     ap.add_argument("--top-k-sources", type=int, default=2000)
     ap.add_argument("--probes", default="8,16,32,64")
     args = ap.parse_args()
     context = mp.get_context("spawn")
+    if args.sampling:
+        import sampling_scale
+
+        sampling_scale.main(
+            ["--nodes", args.sizes, "--edges-per-node", str(args.edges_per_node), "--no-pyg"]
+        )
+        return
     if args.top_k:
         sizes = [int(x) for x in args.sizes.split(",")]
         probes = [int(x) for x in args.probes.split(",")]

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/blade_throughput.py [--nodes 100000] [--edges 1000000] [--dim 64]
         [--epochs 2] [--batch-size 1024] [--topk-sources 20000] [--k 50] [--spark]
-        [--work-dir DIR] [--top-k-only]
+        [--work-dir DIR] [--top-k-only] [--target-block-rows N]
 
 Inputs are synthetic, written as the stages write them (Parquet with the samples layout of
 ``recbatch.graph.samples`` and the training-edge columns of ``recbatch.blade.data``): ``--edges``
@@ -16,7 +16,8 @@ for what hop 1 did not fill). Printed:
 3. **top-K**: the machine's float32 matmul GFLOP/s measured on the top-K's own shapes
    (``[block_rows, d] x [d, n]``), then ``TopK`` pairs/s over ``--topk-sources`` sources
    against all nodes, its effective GFLOP/s (2 d flops per pair) and the share of the matmul rate
-   (goal >= 50%); with ``--spark``, ``top_k_recommendations`` end to end on local Spark.
+   (goal >= 50%); with ``--spark``, ``top_k_recommendations`` end to end on local Spark (the
+   target blocks written, then read by the tasks; ``--target-block-rows`` sets their size).
 
 Wall clock on this (shared) machine; the load average is printed beside each figure.
 """
@@ -147,7 +148,9 @@ def bench_top_k(nodes: int, dim: int, sources: int, k: int, block: int) -> tuple
     return pairs, pairs * 2 * dim / 1e9
 
 
-def bench_spark_top_k(nodes: int, dim: int, k: int, block: int) -> float:
+def bench_spark_top_k(
+    nodes: int, dim: int, k: int, block: int, target_block_rows: int | None = None
+) -> float:
     from recbatch.blade.recommend import top_k_recommendations
     from recbatch.config import load_config
     from recbatch.session import build_session
@@ -167,7 +170,13 @@ def bench_spark_top_k(nodes: int, dim: int, k: int, block: int) -> float:
     )
     embeddings = embeddings.localCheckpoint()
     start = time.monotonic()
-    settings = cfg.recommendations.model_copy(update={"block_rows": block, "partitions": 4})
+    settings = cfg.recommendations.model_copy(
+        update={
+            "block_rows": block,
+            "partitions": 4,
+            "target_block_rows": target_block_rows or cfg.recommendations.target_block_rows,
+        }
+    )
     with tempfile.TemporaryDirectory() as blocks_path:
         top = top_k_recommendations(
             spark, embeddings, None, k=k, settings=settings, blocks_path=blocks_path
@@ -191,6 +200,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--block-rows", type=int, default=2048)
     ap.add_argument("--spark", action="store_true")
+    ap.add_argument(
+        "--target-block-rows",
+        type=int,
+        default=None,
+        help="--spark: targets per block (default: recommendations.target_block_rows)",
+    )
     ap.add_argument("--work-dir", default=None)
     ap.add_argument(
         "--top-k-only",
@@ -254,9 +269,11 @@ def report_top_k(args: argparse.Namespace) -> None:
     )
     if args.spark:
         n = min(args.nodes, 50_000)
-        rate = bench_spark_top_k(n, args.dim, args.k, args.block_rows)
+        rate = bench_spark_top_k(n, args.dim, args.k, args.block_rows, args.target_block_rows)
+        blocks = -(-n // (args.target_block_rows or n))
         print(
-            f"top-{args.k} on local Spark ({n} x {n} pairs, 4 tasks): {rate / 1e6:,.1f}M pairs/s "
+            f"top-{args.k} on local Spark ({n} x {n} pairs, 4 tasks, {blocks} target block(s)): "
+            f"{rate / 1e6:,.1f}M pairs/s "
             f"= {rate * 2 * args.dim / 1e9:.1f} GFLOP/s ({load()})"
         )
 

@@ -168,23 +168,14 @@ def _sample_farther_hop(
         F.ceil(F.lit(settings.oversample) * F.col("hop_budget") / F.col("frontier")),
         F.lit(settings.k_max),
     )
-    offers_per_via = (
-        state.join(size, "node")
-        .select("node", "hop_budget", share.cast("int").alias("share"))
-        .where(F.col("share") >= 1)
-    )
-    # The ranks each frontier node offers, as rows, before the join: the join then yields the
-    # offered candidates only, not every ranked neighbour of the frontier (up to k_max each)
-    # for a filter to drop.
-    wanted = frontier.join(offers_per_via, "node").select(
-        "node", "via", "hop_budget", F.explode(F.sequence(F.lit(1), "share")).alias("via_rank")
-    )
+    offers_per_via = state.join(size, "node").select("node", "hop_budget", share.alias("share"))
     offered = (
-        wanted.join(
-            ranking.select(F.col("node").alias("via"), F.col("rank").alias("via_rank"), "nbr", "w"),
-            ["via", "via_rank"],
+        frontier.join(offers_per_via, "node")
+        .join(
+            ranking.select(F.col("node").alias("via"), "nbr", "w", F.col("rank").alias("via_rank")),
+            "via",
         )
-        .where(F.col("nbr") != F.col("node"))
+        .where((F.col("via_rank") <= F.col("share")) & (F.col("nbr") != F.col("node")))
         .select("node", "nbr", "w", "hop_budget", F.lit(False).alias("_earlier"))
     )
     # Nodes of earlier hops join the candidates flagged, instead of an anti-join: after one
