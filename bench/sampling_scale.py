@@ -64,7 +64,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from recbatch.config import RecbatchConfig, load_config  # noqa: E402
 from recbatch.graph.budget import SOURCE, TARGET, DegreeLaw, degree_law  # noqa: E402
 from recbatch.graph.build import edge_key  # noqa: E402
-from recbatch.graph.samples import sample_rows  # noqa: E402
+from recbatch.graph.samples import sample_rows, write_sample_files  # noqa: E402
 from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods  # noqa: E402
 from recbatch.graph.stats import PowerLawFit, degree_histogram, fit_power_law  # noqa: E402
 from recbatch.log import configure_logging  # noqa: E402
@@ -236,11 +236,10 @@ def sampler_run(
         rows = sample_rows(
             sample, nodes.select("node_index", "node_id"), settings.hops, settings.k_max
         )
-        writer = rows.repartition(settings.files, "node_index").write
         if write == "noop":
-            writer.format("noop").mode("overwrite").save()
+            rows.coalesce(settings.files).write.format("noop").mode("overwrite").save()
         else:
-            writer.mode("overwrite").parquet(str(target))
+            write_sample_files(spark, rows, str(target), settings.files)
         rows_s = time.monotonic() - start
     print(f"    {label}: sample_rows + {write} write {rows_s:.1f}s", flush=True)
     if write == "noop":  # count what was sampled (not timed): the picks are checkpointed

@@ -9,11 +9,12 @@ the tensor reader stack a batch into ``(rows, hops * k_max)`` tensors without pa
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recbatch.graph.budget import ROLES
 from recbatch.graph.sampling import SamplerOutput
+from recbatch.io.publish import write_atomically
 
 SAMPLE_COLUMNS = (
     "role",
@@ -78,3 +79,12 @@ def sample_rows(sample: SamplerOutput, nodes: DataFrame, hops: int, width: int) 
             F.transform(ids, lambda x: x >= 0).alias("neighbour_mask"),
         )
     )
+
+
+def write_sample_files(spark: SparkSession, rows: DataFrame, target: str, files: int) -> None:
+    """The sample rows as at most ``files`` Parquet files at ``target`` (replaced in one swap).
+
+    The partitions are merged (``coalesce``), not shuffled again: the reader places every row
+    by its ``node_index`` and reads all of them, so which file holds a row does not matter, and
+    a second shuffle of rows ``hops x k_max`` slots wide was a fifth of the sampler's time."""
+    write_atomically(spark, rows.coalesce(files).write, target)

@@ -110,7 +110,9 @@ class SamplingSettings(_Section):
         "budget (duplicates and earlier hops are removed before the draw)",
     )
     seed: int = Field(0, ge=0)
-    files: int = Field(8, ge=1, description="Parquet files (row groups) of the sample output")
+    files: int = Field(
+        8, ge=1, description="Parquet files of the sample output, at most (partitions merged)"
+    )
 
     @model_validator(mode="after")
     def _budget_range(self) -> SamplingSettings:

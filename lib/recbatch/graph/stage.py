@@ -24,14 +24,13 @@ from recbatch.graph import build, stats
 from recbatch.graph.attributes import ATTRIBUTE_COLUMNS, node_attributes, with_attributes
 from recbatch.graph.budget import ROLES, SOURCE, TARGET, DegreeLaw, degree_law, equal_cost_law
 from recbatch.graph.errors import GraphInputError
-from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows
+from recbatch.graph.samples import SAMPLE_COLUMNS, sample_rows, write_sample_files
 from recbatch.graph.sampling import SamplerInput, sample_neighbourhoods
 from recbatch.graph.settings import SamplingSettings
 from recbatch.graph.split import TRAIN, split_edges
 from recbatch.graph.stats import PowerLawFit
 from recbatch.graph.truth import planted_relations, truth_agreement
 from recbatch.io.delta import is_delta_table, replace_where, run_date_predicate, run_date_rows
-from recbatch.io.publish import write_atomically
 from recbatch.log import get_logger, timed
 
 log = get_logger(__name__)
@@ -262,7 +261,7 @@ def samples_stage(spark: SparkSession, cfg: RecbatchConfig) -> dict[str, Any]:
 
     target = samples_path(cfg, run_date)
     with timed(log, f"writing samples to {target}"):
-        write_atomically(spark, rows.repartition(settings.files, "node_index").write, target)
+        write_sample_files(spark, rows, target, settings.files)
     delta_rows = rows.select(
         F.lit(run_date).alias("run_date"), F.lit(settings.law).alias("law"), *SAMPLE_COLUMNS
     )
