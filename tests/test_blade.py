@@ -56,7 +56,7 @@ from recbatch.blade.stage import (
     variant_plan,
     with_node_inputs,
 )
-from recbatch.blade.target_blocks import TargetBlocks, ivf_index
+from recbatch.blade.target_blocks import TargetBlocks, ivf_index, write_target_blocks
 from recbatch.blade.train import TrainJob, train_blade
 from recbatch.config import RecbatchConfig
 from recbatch.graph.stage import graph_stage, samples_stage
@@ -750,6 +750,28 @@ def test_spark_top_k_equals_numpy_reference(spark: SparkSession, tmp_path: Path)
             rows = got[got.node_index == u]
             assert rows["rank"].tolist() == list(range(1, k + 1))
             assert rows["target_index"].tolist() == expected[u]
+
+
+def test_target_blocks_refuse_embeddings_that_are_not_one_row_per_index(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A repeated index beside a missing one (0, 0, 2) has n rows and max n - 1, yet no row 1:
+    the blocks are never written with a hole."""
+    frame = spark.createDataFrame(
+        [(0, [1.0, 0.0]), (0, [0.0, 1.0]), (2, [1.0, 1.0])], "node_index long, target array<float>"
+    )
+    with pytest.raises(ValueError, match="one row per node index"):
+        write_target_blocks(frame, str(tmp_path / "blocks"), block_rows=2)
+    gap = spark.createDataFrame(
+        [(0, [1.0, 0.0]), (1, [0.0, 1.0]), (3, [1.0, 1.0])], "node_index long, target array<float>"
+    )
+    with pytest.raises(ValueError, match="one row per node index"):  # block 0 full, block 1 not
+        write_target_blocks(gap, str(tmp_path / "gap"), block_rows=2)
+    ragged = spark.createDataFrame(
+        [(0, [1.0, 0.0]), (1, [0.0, 1.0, 2.0])], "node_index long, target array<float>"
+    )
+    with pytest.raises(ValueError, match="same length"):
+        write_target_blocks(ragged, str(tmp_path / "ragged"), block_rows=2)
 
 
 # --- the stages on local Spark --------------------------------------------------------------------

@@ -18,7 +18,7 @@ scanned share is small (``bench/blade_scale.py --top-k`` measures recall and spe
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -111,40 +111,54 @@ def write_target_blocks(
 
     ``embeddings``: ``node_index`` (0..n-1, each once) and ``target`` (array of float)."""
     require_columns(embeddings, TARGET_COLUMNS, "write_target_blocks")
-    shape = embeddings.agg(
-        F.count("*").alias("rows"),
-        F.max("node_index").alias("last"),
-        F.max(F.size("target")).alias("dim"),
-        F.min(F.size("target")).alias("min_dim"),
-    ).first()
-    rows, last, dim = int(shape["rows"]), shape["last"], shape["dim"]
-    if rows == 0 or last is None or int(last) + 1 != rows:
-        raise ValueError("embeddings must have one row per node index 0..n-1")
-    if shape["min_dim"] != dim:
-        raise ValueError("every target vector must have the same length")
-    blocks = TargetBlocks(parquet_url(path), rows, int(dim), block_rows, search)
-    blocks.clear()
+    # One pass: every block is written and reports its shape; the checks run on the reports.
+    # The folder's address, the cut and the search are all a block's write needs.
+    layout = TargetBlocks(parquet_url(path), 0, 0, block_rows, search)
+    layout.clear()
 
     def write_block(frame: pd.DataFrame) -> pd.DataFrame:
         block = int(frame["block"].iloc[0])
-        order = frame["node_index"].to_numpy(np.int64) - blocks.first_index(block)
-        matrix = np.empty((len(frame), blocks.dim), dtype=np.float32)
+        order = frame["node_index"].to_numpy(np.int64) - layout.first_index(block)
+        widths = frame["target"].map(len).to_numpy()
+        report = {"block": [block], "rows": [len(frame)], "dim": [int(widths.max())]}
+        one_per_index = (
+            order.min() >= 0
+            and order.max() == len(frame) - 1
+            and len(np.unique(order)) == len(frame)
+        )
+        same_width = bool(widths.min() == widths.max())
+        if not one_per_index or not same_width:
+            return pd.DataFrame({**report, "valid": [False], "same_width": [same_width]})
+        matrix = np.empty((len(frame), int(widths.max())), dtype=np.float32)
         matrix[order] = np.stack(frame["target"].to_numpy()).astype(np.float32)
-        blocks.write(block, matrix)
+        layout.write(block, matrix)
         if search == "ivf":
-            blocks.write_index(block, ivf_index(matrix, ivf_lists, seed + block))
-        return pd.DataFrame({"block": [block], "rows": [len(frame)]})
+            layout.write_index(block, ivf_index(matrix, ivf_lists, seed + block))
+        return pd.DataFrame({**report, "valid": [True], "same_width": [True]})
 
-    written = (
+    reports = (
         embeddings.select(
             (F.col("node_index") / block_rows).cast("long").alias("block"), *TARGET_COLUMNS
         )
         .groupBy("block")
-        .applyInPandas(write_block, "block long, rows long")
-        .collect()
+        .applyInPandas(
+            write_block, "block long, rows long, dim long, valid boolean, same_width boolean"
+        )
+        .toPandas()
+        .sort_values("block")
     )
-    if len(written) != blocks.num_blocks:
-        raise RuntimeError(f"wrote {len(written)} target blocks of {blocks.num_blocks}")
+    rows = int(reports["rows"].sum())
+    blocks = replace(layout, num_targets=rows, dim=int(reports["dim"].max() if rows else 0))
+    if not reports["same_width"].all() or reports["dim"].nunique() > 1:
+        raise ValueError("every target vector must have the same length")
+    # Every block but the last full, each with one row per index: exactly the indices 0..n-1.
+    if (
+        rows == 0
+        or not reports["valid"].all()
+        or reports["block"].tolist() != list(range(blocks.num_blocks))
+        or not (reports["rows"].iloc[:-1] == block_rows).all()
+    ):
+        raise ValueError("embeddings must have one row per node index 0..n-1")
     log.info(
         "target blocks: %d targets x %d in %d block(s) of up to %d rows (%s) at %s",
         rows,
