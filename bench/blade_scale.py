@@ -192,6 +192,7 @@ def catalogue_vectors(nodes: int, dim: int = 64, seed: int = 0) -> tuple[np.ndar
 def measure_top_k(nodes: int, sample: int, probes: list[int], k: int, out: mp.Queue) -> None:
     """Exact and IVF top-K of ``sample`` sources against ``nodes`` targets in blocks."""
     import tempfile
+    from dataclasses import replace
 
     from recbatch.blade.recommend import blocked_top_k
     from recbatch.blade.settings import RecommendationSettings
@@ -205,17 +206,13 @@ def measure_top_k(nodes: int, sample: int, probes: list[int], k: int, out: mp.Qu
     rows_per_block = settings.target_block_rows
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        exact_blocks = TargetBlocks(folder + "/exact", nodes, targets.shape[1], rows_per_block)
-        ivf_blocks = TargetBlocks(
-            folder + "/ivf", nodes, targets.shape[1], rows_per_block, search="ivf"
-        )
-        exact_blocks.clear()
-        ivf_blocks.clear()
+        # One folder: each block's matrix (exact) and its index (ivf) side by side.
+        exact_blocks = TargetBlocks(folder, nodes, targets.shape[1], rows_per_block)
+        ivf_blocks = replace(exact_blocks, search="ivf")
         build = 0.0
         for block in range(exact_blocks.num_blocks):
             matrix = targets[block * rows_per_block : (block + 1) * rows_per_block]
             exact_blocks.write(block, matrix)
-            ivf_blocks.write(block, matrix)
             start = time.perf_counter()
             ivf_blocks.write_index(block, ivf_index(matrix, settings.ivf_lists, block))
             build += time.perf_counter() - start
